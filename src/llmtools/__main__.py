@@ -1,0 +1,3 @@
+from llmtools.cli import main
+
+main()

@@ -1,0 +1,412 @@
+"""JSONL in and out: streaming readers, field paths, atomic writers, rejects.
+
+Every command reads records through `Job.records()` and writes them with `Job.write()`, so the
+rules for bad lines (`--on-error`, `--rejects`), `.gz` input, flushing and atomic `-o` output are
+the same everywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import tempfile
+from collections import Counter, OrderedDict
+from typing import IO, Any, Callable, Iterable, Iterator
+
+import orjson
+
+from llmtools.errors import BadInputError, UsageError
+
+_MISSING = object()
+
+ON_ERROR_CHOICES = ("fail", "skip", "keep")
+
+
+# --------------------------------------------------------------------------- field paths
+
+
+def split_path(path: str) -> list[str]:
+    """Split a dotted field path; a backslash escapes a literal dot (`a\\.b` is one key)."""
+    parts, cur, i = [], [], 0
+    while i < len(path):
+        ch = path[i]
+        if ch == "\\" and i + 1 < len(path) and path[i + 1] == ".":
+            cur.append(".")
+            i += 2
+            continue
+        if ch == ".":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def get_field(record: Any, path: str | list[str], default: Any = None) -> Any:
+    """Return the value at a dotted path (`a.b.0.c`); list items are addressed by index."""
+    cur = record
+    for key in split_path(path) if isinstance(path, str) else path:
+        if isinstance(cur, dict):
+            cur = cur.get(key, _MISSING)
+        elif isinstance(cur, list) and key.lstrip("-").isdigit():
+            idx = int(key)
+            cur = cur[idx] if -len(cur) <= idx < len(cur) else _MISSING
+        else:
+            return default
+        if cur is _MISSING:
+            return default
+    return cur
+
+
+def has_field(record: Any, path: str) -> bool:
+    return get_field(record, path, _MISSING) is not _MISSING
+
+
+def set_field(record: dict, path: str | list[str], value: Any) -> None:
+    """Set the value at a dotted path, creating intermediate objects as needed."""
+    keys = split_path(path) if isinstance(path, str) else path
+    cur: Any = record
+    for key in keys[:-1]:
+        if isinstance(cur, list) and key.lstrip("-").isdigit():
+            cur = cur[int(key)]
+            continue
+        nxt = cur.get(key)
+        if not isinstance(nxt, (dict, list)):
+            nxt = {}
+            cur[key] = nxt
+        cur = nxt
+    last = keys[-1]
+    if isinstance(cur, list) and last.lstrip("-").isdigit():
+        cur[int(last)] = value
+    else:
+        cur[last] = value
+
+
+def get_text(record: Any, path: str) -> str | None:
+    """The string at `path`, or None when it is missing or not a string.
+
+    Ops use this and pass through, unchanged, any record where it is None: such a record only
+    reaches an op under `--on-error keep`.
+    """
+    value = get_field(record, path)
+    return value if isinstance(value, str) else None
+
+
+def check_text(record: Any, path: str, allow_null: bool = False) -> str | None:
+    """Return None if `record[path]` is a string, else the reason it is not."""
+    value = get_field(record, path, _MISSING)
+    if value is _MISSING:
+        return f"missing field '{path}'"
+    if value is None and allow_null:
+        return None
+    if not isinstance(value, str):
+        return f"field '{path}' is {type(value).__name__}, not a string"
+    return None
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def dumps(record: Any) -> bytes:
+    """One JSON line (no trailing newline). Falls back to json for ints beyond 64 bits."""
+    try:
+        return orjson.dumps(record)
+    except TypeError:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def loads_line(raw: bytes) -> tuple[Any, str | None]:
+    """Parse one line: (value, None) or (None, reason)."""
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError as exc:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return None, f"invalid UTF-8 at byte {uexc.start}"
+        try:  # orjson refuses integers beyond 64 bits; the stdlib parser does not
+            return json.loads(text), None
+        except ValueError:
+            pass
+        return None, f"invalid JSON: {exc}"
+
+
+# --------------------------------------------------------------------------- input
+
+
+def open_input(path: str) -> IO[bytes]:
+    """Open FILE or `-` (stdin) for binary reading; `.gz` is decompressed transparently."""
+    if path == "-":
+        stream = sys.stdin.buffer
+        head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
+        if head == b"\x1f\x8b":
+            return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
+        return stream
+    try:
+        if path.endswith(".gz"):
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied") from None
+
+
+def source_name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, raw line without newline), skipping blank lines."""
+    fh = open_input(path)
+    try:
+        for lineno, raw in enumerate(fh, 1):
+            raw = raw.rstrip(b"\r\n")
+            if raw.strip():
+                yield lineno, raw
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, gzip.BadGzipFile) or "gzip" in str(exc).lower() or isinstance(exc, EOFError):
+            raise BadInputError(f"corrupt gzip stream: {exc}", where=source_name(path)) from None
+        raise
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
+def read_jsonl(path: str) -> Iterator[dict]:
+    """Read a side file (reference set, config data) strictly: any bad line is exit 3."""
+    name = source_name(path)
+    for lineno, raw in iter_lines(path):
+        value, reason = loads_line(raw)
+        if reason is None and not isinstance(value, dict):
+            reason = f"expected a JSON object, got {type(value).__name__}"
+        if reason:
+            raise BadInputError(reason, where=f"{name}:{lineno}")
+        yield value
+
+
+# --------------------------------------------------------------------------- output
+
+
+class AtomicFile:
+    """A binary file written to a temp file in the same folder, renamed into place on commit."""
+
+    def __init__(self, path: str, append: bool = False):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        self.fh = os.fdopen(fd, "wb")
+        if append and os.path.exists(path):
+            with open(path, "rb") as old:
+                while chunk := old.read(1 << 20):
+                    self.fh.write(chunk)
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def commit(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.fh.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+
+
+class RecordWriter:
+    """Writes JSONL to stdout or, atomically, to a file."""
+
+    def __init__(self, path: str | None = None, unbuffered: bool = False):
+        self.path = path if path not in (None, "-") else None
+        if self.path:
+            self._file: AtomicFile | None = AtomicFile(self.path)
+            self._out: Any = self._file
+            tty = False
+        else:
+            self._file = None
+            self._out = sys.stdout.buffer
+            tty = sys.stdout.isatty()
+        self.flush_each = unbuffered or tty
+        self.count = 0
+
+    def write(self, record: Any) -> None:
+        self._out.write(dumps(record) + b"\n")
+        self.count += 1
+        if self.flush_each:
+            self._out.flush()
+
+    def close(self, ok: bool = True) -> None:
+        if self._file is not None:
+            if ok:
+                self._file.commit()
+            else:
+                self._file.abort()
+        else:
+            self._out.flush()
+
+
+def write_jsonl(path: str, records: Iterable[Any]) -> int:
+    """Write records to `path` atomically (or stdout for `-`); returns the count."""
+    writer = RecordWriter(path)
+    ok = False
+    try:
+        for rec in records:
+            writer.write(rec)
+        ok = True
+    finally:
+        writer.close(ok)
+    return writer.count
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class Job:
+    """One command run: its input sources, output, error policy, rejects and counters.
+
+    Usage in a command::
+
+        with Job(io) as job:
+            for rec in ops.thing(job.records(), field=job.field, on_drop=job.reject):
+                job.write(rec)
+    """
+
+    def __init__(
+        self,
+        inputs: Iterable[str] = ("-",),
+        output: str | None = None,
+        field: str | None = "text",
+        on_error: str = "fail",
+        rejects: str | None = None,
+        unbuffered: bool = False,
+        quiet: bool = False,
+        verbose: bool = False,
+        command: str = "llmtools",
+        validate: Callable[[dict], str | None] | None = None,
+    ):
+        self.inputs = list(inputs) or ["-"]
+        self.output = output
+        self.field = field
+        self.on_error = on_error
+        self.rejects_path = rejects
+        self.unbuffered = unbuffered
+        self.quiet = quiet
+        self.verbose = verbose
+        self.command = command
+        self.validate = validate
+        self.counts: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.location = ""
+        self._where: OrderedDict[int, str] = OrderedDict()
+        self._writer: RecordWriter | None = None
+        self._rejects: RecordWriter | None = None
+        if on_error not in ON_ERROR_CHOICES:
+            raise UsageError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}")
+
+    # -- context
+    def __enter__(self) -> "Job":
+        self._writer = RecordWriter(self.output, self.unbuffered)
+        if self.rejects_path:
+            self._rejects = RecordWriter(self.rejects_path, unbuffered=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        ok = exc_type is None
+        for w in (self._writer, self._rejects):
+            if w is not None:
+                # A rejects file keeps what was rejected even when the run fails: no lost data.
+                w.close(ok or w is self._rejects)
+
+    # -- reading
+    def records(self) -> Iterator[dict]:
+        """Stream records from every input, applying the bad-line policy."""
+        for path in self.inputs:
+            name = source_name(path)
+            for lineno, raw in iter_lines(path):
+                where = f"{name}:{lineno}"
+                self.location = where
+                self.counts["in"] += 1
+                value, reason = loads_line(raw)
+                if reason is None and not isinstance(value, dict):
+                    reason = f"expected a JSON object, got {type(value).__name__}"
+                if reason is not None:
+                    self._bad(where, reason, raw=raw)
+                    continue
+                if self.validate is not None:
+                    reason = self.validate(value)
+                elif self.field:
+                    reason = check_text(value, self.field)
+                if reason is not None:
+                    if self._bad(where, reason, record=value):
+                        self._remember(value, where)
+                        yield value
+                    continue
+                self._remember(value, where)
+                yield value
+
+    def _remember(self, record: dict, where: str) -> None:
+        self._where[id(record)] = where
+        if len(self._where) > 1_000_000:  # bounded: ops that build new dicts never pop theirs
+            self._where.popitem(last=False)
+
+    def where(self, record: Any) -> str:
+        return self._where.get(id(record), self.location)
+
+    def _bad(self, where: str, reason: str, record: Any = None, raw: bytes | None = None) -> bool:
+        """Apply --on-error to one bad line. True means: pass the record through unchanged."""
+        self.counts["bad"] += 1
+        if self.on_error == "fail":
+            raise BadInputError(reason, where=where)
+        self.warn(f"{where}: {reason}")
+        if self.on_error == "keep" and record is not None:
+            self.counts["kept_bad"] += 1
+            return True
+        self.reasons[f"bad input: {reason.split(':')[0]}"] += 1
+        self._write_reject(where, reason, record=record, raw=raw)
+        return False
+
+    # -- writing
+    def write(self, record: Any) -> None:
+        assert self._writer is not None, "Job used outside its with-block"
+        self._writer.write(record)
+        self._where.pop(id(record), None)
+        self.counts["out"] += 1
+
+    def reject(self, record: Any, reason: str, **extra: Any) -> None:
+        """Drop a record on purpose (a filter, a duplicate) and save it to --rejects if given."""
+        where = self._where.pop(id(record), self.location)
+        self.counts["dropped"] += 1
+        self.reasons[reason] += 1
+        self._write_reject(where, reason, record=record, **extra)
+
+    def _write_reject(self, where: str, reason: str, record: Any = None, raw: bytes | None = None, **extra: Any) -> None:
+        if self._rejects is None:
+            return
+        source, _, line = where.rpartition(":")
+        entry: dict[str, Any] = {"reason": reason, "source": source, "line": int(line) if line.isdigit() else None}
+        entry.update(extra)
+        if record is not None:
+            entry["record"] = record
+        elif raw is not None:
+            entry["raw"] = raw.decode("utf-8", errors="backslashreplace")
+        self._rejects.write(entry)
+
+    # -- people
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"{self.command}: {message}\n")
