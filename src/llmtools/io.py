@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import sys
 import tempfile
 from collections import Counter, OrderedDict
@@ -119,8 +120,18 @@ def dumps(record: Any) -> bytes:
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
 def loads_line(raw: bytes) -> tuple[Any, str | None]:
     """Parse one line: (value, None) or (None, reason)."""
+    if _LONG_DIGITS.search(raw) is not None:
+        # orjson turns integers beyond 64 bits into floats, silently losing digits; the
+        # stdlib parser keeps them exact. Only lines with a 19+ digit run pay for it.
+        try:
+            return json.loads(raw), None
+        except (ValueError, UnicodeDecodeError):
+            pass
     try:
         return orjson.loads(raw), None
     except orjson.JSONDecodeError as exc:
@@ -342,10 +353,11 @@ class Job:
                 self.location = where
                 self.counts["in"] += 1
                 value, reason = loads_line(raw)
-                if reason is None and not isinstance(value, dict):
-                    reason = f"expected a JSON object, got {type(value).__name__}"
                 if reason is not None:
                     self._bad(where, reason, raw=raw)
+                    continue
+                if not isinstance(value, dict):
+                    self._bad(where, f"expected a JSON object, got {type(value).__name__}", record=value)
                     continue
                 if self.validate is not None:
                     reason = self.validate(value)
@@ -373,7 +385,7 @@ class Job:
         if self.on_error == "fail":
             raise BadInputError(reason, where=where)
         self.warn(f"{where}: {reason}")
-        if self.on_error == "keep" and record is not None:
+        if self.on_error == "keep" and isinstance(record, dict):
             self.counts["kept_bad"] += 1
             return True
         self.reasons[f"bad input: {reason.split(':')[0]}"] += 1

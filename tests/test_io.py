@@ -1,0 +1,132 @@
+"""The JSONL core: field paths, streaming reads with the bad-line policy, rejects, atomic output."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+
+import orjson
+import pytest
+
+from llmtools import io as lio
+from llmtools.errors import BadInputError, UsageError
+
+
+def test_field_paths_nested_lists_and_escaped_dots():
+    rec = {"a": {"b": [{"c": "x"}, {"c": "y"}]}, "d.e": 1}
+    assert lio.get_field(rec, "a.b.1.c") == "y"
+    assert lio.get_field(rec, "a.b.-1.c") == "y"
+    assert lio.get_field(rec, "a.b.5.c", "missing") == "missing"
+    assert lio.get_field(rec, r"d\.e") == 1
+    assert lio.get_field(rec, "a.zz") is None
+    lio.set_field(rec, "a.b.0.c", "z")
+    lio.set_field(rec, "new.deep.key", 3)
+    assert rec["a"]["b"][0]["c"] == "z" and rec["new"] == {"deep": {"key": 3}}
+    assert lio.get_text({"t": 3}, "t") is None and lio.get_text({"t": "s"}, "t") == "s"
+
+
+def test_check_text_reasons():
+    assert lio.check_text({"text": "x"}, "text") is None
+    assert lio.check_text({}, "text") == "missing field 'text'"
+    assert "int, not a string" in lio.check_text({"text": 3}, "text")
+
+
+def test_big_ints_round_trip():
+    value, reason = lio.loads_line(b'{"n": 123456789012345678901234567890}')
+    assert reason is None and value["n"] == 123456789012345678901234567890
+    assert lio.dumps(value) == b'{"n":123456789012345678901234567890}'
+
+
+def _write(tmp_path, name, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+BAD = b'{"text": "good 1"}\nnot json\n[1,2]\n{"text": 5}\n{"other": "x"}\n{"text": "bad \xff utf8"}\n\n{"text": "good 2"}\n'
+
+
+def test_fail_names_source_and_line(tmp_path):
+    path = _write(tmp_path, "in.jsonl", BAD)
+    with lio.Job([path], output=str(tmp_path / "out.jsonl"), quiet=True) as job:
+        it = job.records()
+        assert next(it)["text"] == "good 1"
+        with pytest.raises(BadInputError) as err:
+            next(it)
+    assert str(err.value).startswith(f"{path}:2: invalid JSON")
+
+
+def test_skip_writes_every_bad_line_to_rejects(tmp_path):
+    path = _write(tmp_path, "in.jsonl", BAD)
+    rejects = str(tmp_path / "rej.jsonl")
+    out = str(tmp_path / "out.jsonl")
+    with lio.Job([path], output=out, on_error="skip", rejects=rejects, quiet=True) as job:
+        for rec in job.records():
+            job.write(rec)
+    assert [r["text"] for r in map(orjson.loads, open(out, "rb"))] == ["good 1", "good 2"]
+    rej = [orjson.loads(line) for line in open(rejects, "rb")]
+    assert [r["line"] for r in rej] == [2, 3, 4, 5, 6]
+    assert rej[0]["raw"] == "not json" and rej[0]["reason"].startswith("invalid JSON")
+    assert rej[1]["record"] == [1, 2] or rej[1]["raw"] == "[1,2]"
+    assert rej[2]["record"] == {"text": 5} and "int, not a string" in rej[2]["reason"]
+    assert rej[3]["reason"] == "missing field 'text'"
+    assert rej[4]["reason"].startswith("invalid UTF-8") and "\\xff" in rej[4]["raw"]
+    assert all(r["source"] == path for r in rej)
+
+
+def test_keep_passes_objects_through_unchanged(tmp_path):
+    path = _write(tmp_path, "in.jsonl", BAD)
+    with lio.Job([path], on_error="keep", quiet=True) as job:
+        seen = list(job.records())
+    assert seen == [{"text": "good 1"}, {"text": 5}, {"other": "x"}, {"text": "good 2"}]
+
+
+def test_gzip_and_multiple_inputs(tmp_path):
+    gz = tmp_path / "a.jsonl.gz"
+    with gzip.open(gz, "wb") as fh:
+        fh.write(b'{"text": "from gz"}\n')
+    plain = _write(tmp_path, "b.jsonl", b'{"text": "plain"}\n')
+    with lio.Job([str(gz), plain], quiet=True) as job:
+        assert [r["text"] for r in job.records()] == ["from gz", "plain"]
+
+
+def test_corrupt_gzip_is_bad_input(tmp_path):
+    path = _write(tmp_path, "x.jsonl.gz", b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(BadInputError):
+        list(lio.iter_lines(path))
+
+
+def test_missing_file_is_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        list(lio.iter_lines(str(tmp_path / "nope.jsonl")))
+
+
+def test_atomic_output_absent_after_failure(tmp_path):
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError):
+        with lio.Job([_write(tmp_path, "in.jsonl", b'{"text":"a"}\n')], output=str(out), quiet=True) as job:
+            for rec in job.records():
+                job.write(rec)
+            raise RuntimeError("boom")
+    assert not out.exists()
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+
+
+def test_rejects_survive_a_failed_run(tmp_path):
+    rejects = tmp_path / "rej.jsonl"
+    with pytest.raises(RuntimeError):
+        with lio.Job([_write(tmp_path, "in.jsonl", b'{"text":"a"}\n')], rejects=str(rejects), quiet=True) as job:
+            for rec in job.records():
+                job.reject(rec, "filtered", extra_info=1)
+            raise RuntimeError("boom")
+    saved = orjson.loads(rejects.read_bytes())
+    assert saved == {"reason": "filtered", "source": saved["source"], "line": 1, "extra_info": 1, "record": {"text": "a"}}
+
+
+def test_validate_hook_replaces_field_check(tmp_path):
+    path = _write(tmp_path, "in.jsonl", b'{"prompt": "p", "completion": "c"}\n{"prompt": "p"}\n')
+    validate = lambda r: None if "completion" in r else "missing completion"  # noqa: E731
+    with lio.Job([path], field=None, on_error="skip", validate=validate, quiet=True) as job:
+        assert len(list(job.records())) == 1
+    assert job.counts["bad"] == 1
