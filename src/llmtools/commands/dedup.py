@@ -1,0 +1,146 @@
+"""Remove exact and near-duplicate records (MinHash LSH).
+
+Unique records go to stdout in input order; each removed record goes to --rejects with
+`dup_of` (the kept record's --id-field value, or its line number) and `similarity` (the
+MinHash estimate of Jaccard, or the exact value with --verify). Near-duplicate mode (the
+default) shingles the text into word 5-grams, lower-cased, punctuation dropped, and finds
+pairs at Jaccard >= --threshold with datasketch's MinHashLSH. --exact compares a hash of a
+lightly canonical form instead.
+
+--keep first streams, keeping each group's first record. --keep longest keeps each group's
+longest record and so HOLDS ALL INPUT IN MEMORY until the end.
+
+--against FILE removes records that overlap a reference set (e.g. evaluation benchmarks);
+reference records are never output or indexed. With --containment C a record is removed
+when a window of --window shingles of it has a share >= C of its shingles in one reference
+(datasketch's LSH Ensemble finds candidates; every hit is verified exactly), which catches a
+paragraph lifted from a test item into longer text.
+
+--index PATH keeps what was kept across runs (a numpy .npz, no pickle, saved atomically at
+the end of a successful run; runs on one PATH take turns via PATH.lock).
+--index redis://HOST:PORT/DB[?name=NAME] shares one index between processes and machines;
+each batch's lookups run under a Redis lock, so concurrent workers keep exactly one copy.
+
+\b
+Examples:
+    llmtools dedup < raw.jsonl > unique.jsonl
+    llmtools dedup --exact --ignore-case --ignore-punctuation data.jsonl
+    llmtools dedup --rejects dups.jsonl --id-field id -v data.jsonl > unique.jsonl
+    llmtools dedup --mark data.jsonl | jq 'select(.is_duplicate)'
+    llmtools dedup --against eval.jsonl --containment 0.5 train.jsonl > clean.jsonl
+    llmtools dedup --index ~/dedup/web.npz --id-field url today.jsonl > new.jsonl
+    llmtools dedup --index 'redis://127.0.0.1:6379/0?name=web' --id-field url part-3.jsonl
+
+\b
+Exit codes: 0 ok, 2 bad option or an index built with other settings, 3 bad input line
+(per --on-error) or an unreadable index or reference file, 4 the redis package is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from llmtools import console, options
+from llmtools.io import check_text, get_field
+from llmtools.errors import UsageError
+
+
+def _validator(field: str, id_field: str | None):
+    def validate(record: dict) -> str | None:
+        reason = check_text(record, field)
+        if reason is None and id_field:
+            value = get_field(record, id_field)
+            if value is None:
+                return f"missing id field '{id_field}'"
+            if isinstance(value, (dict, list)):
+                return f"id field '{id_field}' is {type(value).__name__}, not a scalar"
+        return reason
+
+    return validate
+
+
+@click.command("dedup")
+@options.io_options()
+@click.option("--exact", "exact", is_flag=True, help="Exact duplicates only: a hash of the canonical text (see --ignore-*).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
+              help="Near-duplicate Jaccard similarity threshold.")
+@click.option("--num-perm", type=click.IntRange(16, 1024), default=128, show_default=True, help="MinHash permutations (signature length).")
+@click.option("--ngram", type=click.IntRange(1, 64), default=5, show_default=True, help="Shingle size in --shingle units.")
+@click.option("--shingle", type=click.Choice(["word", "char"]), default="word", show_default=True,
+              help="Shingle unit: lower-cased words (punctuation dropped) or characters (whitespace collapsed).")
+@click.option("--seed", type=int, default=1, show_default=True, help="MinHash permutation seed (an index remembers it).")
+@click.option("--verify/--no-verify", default=False, show_default=True,
+              help="Check LSH candidates with exact Jaccard over stored shingle sets (this run's records only; "
+                   "costs ~4 bytes per shingle per kept record). Off: the 128-perm MinHash estimate decides.")
+@click.option("--keep", type=click.Choice(["first", "longest"]), default="first", show_default=True,
+              help="Which record of a group survives. `longest` buffers ALL input in memory until the end.")
+@click.option("--mark", is_flag=True, help="Keep every record; add `dup_cluster`, `is_duplicate` (and `dup_similarity`).")
+@click.option("--id-field", metavar="PATH", help="Record id used in dup_of/dup_cluster and the index (default: line number).")
+@click.option("--ignore-case/--no-ignore-case", default=False, show_default=True, help="--exact: compare case-folded text.")
+@click.option("--ignore-whitespace/--no-ignore-whitespace", "ignore_space", default=True, show_default=True,
+              help="--exact: collapse whitespace runs and strip the ends.")
+@click.option("--ignore-punctuation/--no-ignore-punctuation", "ignore_punct", default=False, show_default=True,
+              help="--exact: drop Unicode punctuation.")
+@click.option("--against", multiple=True, metavar="FILE", type=click.Path(dir_okay=False, allow_dash=False),
+              help="Reference JSONL (repeatable): drop records that overlap any of its records (reason `contaminated`).")
+@click.option("--containment", type=click.FloatRange(0.0, 1.0, min_open=True), metavar="C",
+              help="--against by containment >= C (LSH Ensemble) instead of Jaccard >= --against-threshold.")
+@click.option("--against-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), metavar="J",
+              help="--against Jaccard threshold  [default: --threshold]")
+@click.option("--window", type=click.IntRange(0, None), default=32, show_default=True,
+              help="--containment: check windows of this many shingles (half-overlapping); 0 = the whole record.")
+@click.option("--index", "index", metavar="PATH|URL", help="Persistent index: an .npz file or redis://HOST:PORT/DB[?name=NAME].")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Processes computing signatures; output order is preserved.")
+def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngram: int, shingle: str, seed: int,
+        verify: bool, keep: str, mark: bool, id_field: str | None, ignore_case: bool, ignore_space: bool,
+        ignore_punct: bool, against: tuple[str, ...], containment: float | None, against_threshold: float | None,
+        window: int, index: str | None, jobs: int) -> None:
+    """Remove exact and near-duplicate records (MinHash LSH)."""
+    from llmtools.ops.dedup import DedupOptions, Deduper
+
+    if containment is not None and not against:
+        raise UsageError("--containment needs --against FILE")
+    opts = DedupOptions(
+        field=io.field or "text", mode="exact" if exact else "near", threshold=threshold, num_perm=num_perm,
+        ngram=ngram, shingle=shingle, seed=seed, verify=verify, keep=keep, mark=mark, ignore_case=ignore_case,
+        ignore_space=ignore_space, ignore_punct=ignore_punct, against=against, containment=containment,
+        against_threshold=against_threshold, window=window, id_field=id_field, index=index, jobs=jobs,
+    )
+    if io.unbuffered:
+        opts.chunk = 1  # live pipelines: decide each record as it arrives
+    job = io.job(validate=_validator(opts.field, id_field))
+    single = len(job.inputs) == 1
+
+    def record_id(record: dict) -> Any:
+        if id_field:
+            value = get_field(record, id_field)
+            if value is not None:
+                return value
+        where = job.where(record)
+        source, _, line = where.rpartition(":")
+        return int(line) if single and line.isdigit() else where
+
+    deduper = Deduper(opts)
+    ok = False
+    try:
+        with job:
+            for record in deduper.run(job.records(), record_id, job.reject):
+                job.write(record)
+        ok = True
+    finally:
+        deduper.close(ok)
+    st = deduper.stats
+    rows: dict[str, Any] = {"in": job.counts["in"], "unique": st.unique, "duplicates": st.duplicates}
+    if against:
+        rows["contaminated"] = st.contaminated
+    if job.counts["bad"]:
+        rows["bad lines"] = job.counts["bad"]
+    if index:
+        rows["index before"] = st.index_before
+        rows["index after"] = st.index_after
+    largest = st.largest()
+    rows["largest clusters"] = ", ".join(f"{k} ({n})" for k, n in largest) if largest else "none"
+    console.show_summary("llmtools dedup", "summary", rows, quiet=io.quiet, verbose=io.verbose)
