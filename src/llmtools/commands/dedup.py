@@ -1,40 +1,4 @@
-"""Remove exact and near-duplicate records (MinHash LSH).
-
-Unique records go to stdout in input order; each removed record goes to --rejects with
-`dup_of` (the kept record's --id-field value, or its line number) and `similarity` (the
-MinHash estimate of Jaccard, or the exact value with --verify). Near-duplicate mode (the
-default) shingles the text into word 5-grams, lower-cased, punctuation dropped, and finds
-pairs at Jaccard >= --threshold with datasketch's MinHashLSH. --exact compares a hash of a
-lightly canonical form instead.
-
---keep first streams, keeping each group's first record. --keep longest keeps each group's
-longest record and so HOLDS ALL INPUT IN MEMORY until the end.
-
---against FILE removes records that overlap a reference set (e.g. evaluation benchmarks);
-reference records are never output or indexed. With --containment C a record is removed
-when a window of --window shingles of it has a share >= C of its shingles in one reference
-(datasketch's LSH Ensemble finds candidates; every hit is verified exactly), which catches a
-paragraph lifted from a test item into longer text.
-
---index PATH keeps what was kept across runs (a numpy .npz, no pickle, saved atomically at
-the end of a successful run; runs on one PATH take turns via PATH.lock).
---index redis://HOST:PORT/DB[?name=NAME] shares one index between processes and machines;
-each batch's lookups run under a Redis lock, so concurrent workers keep exactly one copy.
-
-\b
-Examples:
-    llmtools dedup < raw.jsonl > unique.jsonl
-    llmtools dedup --exact --ignore-case --ignore-punctuation data.jsonl
-    llmtools dedup --rejects dups.jsonl --id-field id -v data.jsonl > unique.jsonl
-    llmtools dedup --mark data.jsonl | jq 'select(.is_duplicate)'
-    llmtools dedup --against eval.jsonl --containment 0.5 train.jsonl > clean.jsonl
-    llmtools dedup --index ~/dedup/web.npz --id-field url today.jsonl > new.jsonl
-    llmtools dedup --index 'redis://127.0.0.1:6379/0?name=web' --id-field url part-3.jsonl
-
-\b
-Exit codes: 0 ok, 2 bad option or an index built with other settings, 3 bad input line
-(per --on-error) or an unreadable index or reference file, 4 the redis package is missing.
-"""
+"""`llmtools dedup`: wires options to ops.dedup (see the command docstring for the behaviour)."""
 
 from __future__ import annotations
 
@@ -98,7 +62,43 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
         verify: bool, keep: str, mark: bool, id_field: str | None, ignore_case: bool, ignore_space: bool,
         ignore_punct: bool, against: tuple[str, ...], containment: float | None, against_threshold: float | None,
         window: int, index: str | None, jobs: int) -> None:
-    """Remove exact and near-duplicate records (MinHash LSH)."""
+    """Remove exact and near-duplicate records (MinHash LSH).
+
+    Unique records go to stdout in input order; each removed record goes to --rejects with
+    `dup_of` (the kept record's --id-field value, or its line number) and `similarity` (the
+    MinHash estimate of Jaccard, or the exact value with --verify). Near-duplicate mode (the
+    default) shingles the text into word 5-grams, lower-cased, punctuation dropped, and finds
+    pairs at Jaccard >= --threshold with datasketch's MinHashLSH. --exact compares a hash of a
+    lightly canonical form instead.
+
+    --keep first streams, keeping each group's first record. --keep longest keeps each group's
+    longest record and so HOLDS ALL INPUT IN MEMORY until the end.
+
+    --against FILE removes records that overlap a reference set (e.g. evaluation benchmarks);
+    reference records are never output or indexed. With --containment C a record is removed
+    when a window of --window shingles of it has a share >= C of its shingles in one reference
+    (datasketch's LSH Ensemble finds candidates; every hit is verified exactly), which catches a
+    paragraph lifted from a test item into longer text.
+
+    --index PATH keeps what was kept across runs (a numpy .npz, no pickle, saved atomically at
+    the end of a successful run; runs on one PATH take turns via PATH.lock).
+    --index redis://HOST:PORT/DB[?name=NAME] shares one index between processes and machines;
+    each batch's lookups run under a Redis lock, so concurrent workers keep exactly one copy.
+
+    \b
+    Examples:
+        llmtools dedup < raw.jsonl > unique.jsonl
+        llmtools dedup --exact --ignore-case --ignore-punctuation data.jsonl
+        llmtools dedup --rejects dups.jsonl --id-field id -v data.jsonl > unique.jsonl
+        llmtools dedup --mark data.jsonl | jq 'select(.is_duplicate)'
+        llmtools dedup --against eval.jsonl --containment 0.5 train.jsonl > clean.jsonl
+        llmtools dedup --index ~/dedup/web.npz --id-field url today.jsonl > new.jsonl
+        llmtools dedup --index 'redis://127.0.0.1:6379/0?name=web' --id-field url part-3.jsonl
+
+    \b
+    Exit codes: 0 ok, 2 bad option or an index built with other settings, 3 bad input line
+    (per --on-error) or an unreadable index or reference file, 4 the redis package is missing.
+    """
     from llmtools.ops.dedup import DedupOptions, Deduper
 
     if containment is not None and not against:

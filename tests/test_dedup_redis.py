@@ -1,0 +1,124 @@
+"""dedup --index redis://: a real redis-server, two concurrent worker processes, one copy kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.redis
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    if not os.path.exists(REDIS):
+        pytest.skip("redis-server binary not found (apt-get install redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _groups(seed: int, exact: bool, n_groups: int = 60, copies: int = 2, singles: int = 40):
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(3000)]
+    recs = []
+    for g in range(n_groups):
+        base = [rng.choice(vocab) for _ in range(80)]
+        for c in range(copies):
+            toks = list(base)
+            if c and not exact:
+                toks[-1] = rng.choice(vocab)  # near copies of each other too (Jaccard ~0.97)
+            recs.append({"id": f"g{g}-{c}", "text": " ".join(toks)})
+    for s in range(singles):
+        recs.append({"id": f"s{s}", "text": " ".join(rng.choice(vocab) for _ in range(80))})
+    rng.shuffle(recs)
+    return recs
+
+
+def _run_two_workers(url, recs, extra):
+    """Both workers get one copy of each group at the same moment (stdin pipes, paced), so
+    without an atomic claim both would find nothing in the index and both keep their copy."""
+    import redis
+
+    cmd = [sys.executable, "-m", "llmtools", "dedup", "--index", url, "--id-field", "id", "--unbuffered", *extra]
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    client = redis.Redis.from_url(url.split("?")[0])
+    deadline = time.time() + 60
+    while len(client.client_list()) < 3 and time.time() < deadline:  # both workers connected
+        time.sleep(0.05)
+    by_group: dict[str, list[dict]] = {}
+    for r in recs:
+        by_group.setdefault(r["id"].split("-")[0], []).append(r)
+    for members in by_group.values():
+        for k, rec in enumerate(members):
+            procs[k % 2].stdin.write((json.dumps(rec) + "\n").encode())
+        for p in procs:
+            p.stdin.flush()
+        time.sleep(0.01)
+    kept = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()
+        kept += [json.loads(line)["id"] for line in out.splitlines()]
+    return kept
+
+
+@pytest.mark.parametrize("extra", [["--exact"], []], ids=["exact", "near"])
+def test_two_concurrent_workers_keep_one_copy_per_group(tmp_path, redis_url, extra):
+    recs = _groups(1, exact=bool(extra))
+    kept = _run_two_workers(redis_url + "?name=t" + ("x" if extra else "n"), recs, extra)
+    group_ids = [k.split("-")[0] for k in kept if k.startswith("g")]
+    assert len(kept) == len(set(kept))
+    assert sorted(group_ids) == sorted({r["id"].split("-")[0] for r in recs if r["id"].startswith("g")})
+    assert len([k for k in kept if k.startswith("s")]) == 40
+
+
+def test_redis_index_persists_between_runs_and_checks_settings(cli, redis_url):
+    url = redis_url + "?name=persist"
+    first = cli(["dedup", "--index", url, "--id-field", "id", "-v"], input='{"id": "a", "text": "one two three four five six seven"}\n')
+    assert first.exit_code == 0, first.stderr
+    second = cli(["dedup", "--index", url, "--id-field", "id", "--rejects", "/dev/null", "-v"],
+                 input='{"id": "b", "text": "one two three four five six seven"}\n{"id": "c", "text": "other text"}\n')
+    assert [r["id"] for r in second.records()] == ["c"]
+    assert "index before=1" in second.stderr and "index after=2" in second.stderr
+    other = cli(["dedup", "--index", url, "--threshold", "0.5"], input='{"text": "x"}\n')
+    assert other.exit_code == 2 and "other settings" in other.stderr
+
+
+def test_redis_unreachable_is_runtime_failure(cli):
+    port = _free_port()
+    res = cli(["dedup", "--index", f"redis://127.0.0.1:{port}/0"], input='{"text": "x"}\n')
+    assert res.exit_code == 1 and "cannot connect" in res.stderr
