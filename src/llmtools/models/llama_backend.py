@@ -1,0 +1,249 @@
+"""The llama.cpp backend (llama-cpp-python) for GGUF files.
+
+One `Llama` instance generates. Scoring needs the logits of every position (`logits_all=True`)
+and embeddings need `embedding=True`, so each gets its own instance, created on first use; all
+of them memory-map the same file, so the weights are not loaded twice. Calls are serialised with
+a lock because a llama.cpp context is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import threading
+from typing import Any, Iterator, Sequence
+
+from llmtools.errors import LLMToolsError, require
+from llmtools.models._text import fallback_chat_prompt, render_chat_template, sliding_windows
+from llmtools.models.base import Backend, Chunk, Completion, GenerationParams, LogLikelihood, ModelIdentity
+from llmtools.models.identity import local_identity
+from llmtools.models.refs import ResolvedRef
+
+DEFAULT_N_CTX = 2048
+
+
+def load_llama(resolved: ResolvedRef, trust_pickle: bool = False, **opts: Any) -> "LlamaBackend":
+    from llmtools.models import gguf_file
+
+    path = gguf_file(resolved, trust_pickle=trust_pickle)
+    parent = resolved.entry.upstream if resolved.entry is not None else None
+    identity = local_identity(resolved.name, "gguf", path, parent=parent)
+    return LlamaBackend(path, identity, **opts)
+
+
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """Point fd 2 at /dev/null for the duration (fd 1, where records go, is left alone)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def gguf_context_length(path: str) -> int | None:
+    """The training context length a GGUF file declares (`<arch>.context_length`), if any."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(path)
+        arch_field = reader.fields.get("general.architecture")
+        arch = bytes(arch_field.parts[arch_field.data[0]]).decode() if arch_field else None
+        field = reader.fields.get(f"{arch}.context_length") if arch else None
+        return int(field.parts[field.data[0]][0]) if field else None
+    except Exception:  # noqa: BLE001 - an unreadable header only costs the default n_ctx
+        return None
+
+
+class LlamaBackend(Backend):
+    backend_name = "llama"
+    supports_embeddings = True
+
+    def __init__(
+        self,
+        path: str,
+        identity: ModelIdentity,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        n_gpu_layers: int = 0,
+        seed: int | None = None,
+        n_batch: int = 512,
+        **_other_backends_opts: Any,
+    ):
+        self.llama_cpp = require("llama_cpp", "gguf", "the llama.cpp backend")
+        self.path = path
+        self.identity = identity
+        self.default_seed = seed
+        self._lock = threading.RLock()
+        self._kwargs = dict(
+            n_threads=int(threads) if threads else None,
+            n_gpu_layers=int(n_gpu_layers),
+            n_batch=int(n_batch),
+            verbose=False,
+        )
+        train_ctx = gguf_context_length(path)
+        if not n_ctx:
+            n_ctx = min(DEFAULT_N_CTX, train_ctx) if train_ctx else DEFAULT_N_CTX
+        self.llm = self._open(n_ctx=int(n_ctx), seed=seed if seed is not None else 0xFFFFFFFF)
+        self.n_ctx = min(self.llm.n_ctx(), train_ctx or self.llm.n_ctx())  # the window scoring uses
+        self._scorer = None
+        self._embedder = None
+        self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
+
+    def _open(self, **kw: Any) -> Any:
+        # verbose=False still lets llama.cpp's C code print notes (context overflow, pooling) to
+        # fd 2; silence them at load, where nothing of ours is being written.
+        try:
+            with _quiet_stderr_fd():
+                return self.llama_cpp.Llama(model_path=self.path, **self._kwargs, **kw)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LLMToolsError(f"llama.cpp cannot load {self.path}: {exc}") from exc
+
+    # -- tokens
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")
+
+    def _prompt_ids(self, text: str) -> list[int]:
+        # What create_completion feeds the model: BOS when the vocabulary asks for it, specials parsed.
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    # -- chat
+    def _token_text(self, token_id: int) -> str:
+        if token_id is None or token_id < 0:
+            return ""
+        return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        if self.chat_template:
+            return render_chat_template(
+                self.chat_template,
+                messages,
+                add_generation_prompt,
+                bos_token=self._token_text(self.llm.token_bos()),
+                eos_token=self._token_text(self.llm.token_eos()),
+            )
+        return fallback_chat_prompt(messages, add_generation_prompt, self.identity.name)
+
+    # -- generation
+    def _completion_kwargs(self, params: GenerationParams) -> dict:
+        seed = params.seed if params.seed is not None else self.default_seed
+        return dict(
+            max_tokens=params.max_tokens,
+            temperature=max(params.temperature, 0.0),
+            top_p=params.top_p,
+            top_k=params.top_k or 0,  # llama.cpp: top_k <= 0 means the whole vocabulary
+            min_p=0.0,  # llama-cpp-python defaults to 0.05; our params have no min_p, so off
+            repeat_penalty=1.0,
+            stop=list(params.stop) or None,
+            seed=seed,
+        )
+
+    def _check_room(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt >= self.llm.n_ctx() and max_tokens > 0:
+            raise LLMToolsError(
+                f"prompt has {n_prompt} tokens, which fills the context of {self.llm.n_ctx()}; "
+                "shorten it or load the model with a larger n_ctx"
+            )
+
+    def generate(self, prompt: str, params: GenerationParams | None = None) -> Completion:
+        params = params or GenerationParams()
+        with self._lock:
+            n_prompt = len(self._prompt_ids(prompt))
+            if params.max_tokens == 0:  # llama.cpp reads max_tokens=0 as "until the context is full"
+                return Completion("", n_prompt, 0, "length")
+            self._check_room(n_prompt, params.max_tokens)
+            try:
+                out = self.llm.create_completion(prompt, **self._completion_kwargs(params))
+            except ValueError as exc:
+                raise LLMToolsError(f"llama.cpp: {exc}") from exc
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Completion(
+            choice["text"],
+            int(usage.get("prompt_tokens", n_prompt)),
+            int(usage.get("completion_tokens", 0)),
+            choice.get("finish_reason") or "stop",
+        )
+
+    def stream(self, prompt: str, params: GenerationParams | None = None) -> Iterator[Chunk]:
+        params = params or GenerationParams()
+        with self._lock:
+            n_prompt = len(self._prompt_ids(prompt))
+            if params.max_tokens == 0:
+                yield Chunk("", "length", n_prompt, 0)
+                return
+            self._check_room(n_prompt, params.max_tokens)
+            finish = "stop"
+            try:
+                for part in self.llm.create_completion(prompt, stream=True, **self._completion_kwargs(params)):
+                    choice = part["choices"][0]
+                    if choice.get("text"):
+                        yield Chunk(choice["text"])
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+            except ValueError as exc:
+                raise LLMToolsError(f"llama.cpp: {exc}") from exc
+            # The context now holds the prompt and every sampled token but the last one.
+            generated = max(self.llm.n_tokens - n_prompt + 1, 0)
+        yield Chunk("", finish, n_prompt, generated)
+
+    # -- scoring
+    def _scoring_model(self) -> Any:
+        if self._scorer is None:
+            self._scorer = self._open(n_ctx=self.n_ctx, logits_all=True, seed=0)
+        return self._scorer
+
+    def loglikelihood(self, texts: Sequence[str]) -> list[LogLikelihood]:
+        import numpy as np
+
+        results = []
+        with self._lock:
+            scorer = self._scoring_model()
+            for text in texts:
+                ids = self._prompt_ids(text)
+                total, count = 0.0, 0
+                for start, end, first in sliding_windows(len(ids), self.n_ctx):
+                    window = ids[start:end]
+                    scorer.reset()
+                    scorer.eval(window)
+                    logits = np.asarray(scorer.scores[: len(window)], dtype=np.float64)
+                    rows = logits[first - start - 1 : len(window) - 1]
+                    top = rows.max(axis=1, keepdims=True)
+                    logz = (top + np.log(np.exp(rows - top).sum(axis=1, keepdims=True)))[:, 0]
+                    targets = np.asarray(window[first - start :])
+                    total += float((rows[np.arange(len(targets)), targets] - logz).sum())
+                    count += len(targets)
+                results.append(LogLikelihood(total if math.isfinite(total) else float("-inf"), count))
+        return results
+
+    # -- embeddings
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self._open(
+                    n_ctx=self.n_ctx,
+                    embedding=True,
+                    pooling_type=self.llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                    seed=0,
+                )
+            return [list(map(float, self._embedder.embed(t, normalize=True))) for t in texts]
+
+    def close(self) -> None:
+        for attr in ("llm", "_scorer", "_embedder"):
+            model = getattr(self, attr, None)
+            if model is not None and hasattr(model, "close"):
+                model.close()
+            setattr(self, attr, None)

@@ -1,0 +1,171 @@
+"""The model layer: references, registry, conversion cache, and one test body for every backend."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import pytest
+
+from llmtools import provenance
+from llmtools.errors import MissingDependency, UsageError
+from llmtools.models import GenerationParams, NotSupported, gguf_file, hf_dir, identity_of, load_model, resolve
+from llmtools.models._text import StopScanner, cut_at_stop, sliding_windows
+
+CHAT = [{"role": "user", "content": "hi there"}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Conversions and hash caches go to a private folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMTOOLS_CACHE", str(tmp_path_factory.mktemp("llmtools-cache")))
+        yield os.environ["LLMTOOLS_CACHE"]
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny_model_dir):
+    return gguf_file(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def torch_model(tiny_model_dir):
+    return load_model(tiny_model_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def llama_model(tiny_gguf):
+    pytest.importorskip("llama_cpp")
+    return load_model(tiny_gguf, threads=1)
+
+
+@pytest.fixture(scope="module")
+def http_model(torch_model):
+    from helpers.openai_server import serve_backend
+
+    with serve_backend(torch_model) as url:
+        yield load_model(url, api_key="test-key", timeout=30)
+
+
+@pytest.fixture(params=["torch", "llama"], scope="module")
+def backend(request):
+    return request.getfixturevalue(f"{request.param}_model")
+
+
+def _stop_from(text: str) -> str:
+    """A 2-character stop sequence taken from the middle of `text` (letters or digits)."""
+    for k in range(2, len(text) - 1):
+        if text[k : k + 2].isalnum():
+            return text[k : k + 2]
+    pytest.fail(f"no usable stop sequence in {text!r}")
+
+
+# -- one body, every backend
+
+
+def test_greedy_generation_is_deterministic(backend):
+    params = GenerationParams(max_tokens=12)
+    first = backend.generate("The quick brown", params)
+    second = backend.generate("The quick brown", params)
+    assert first == second
+    assert first.text
+    assert 0 < first.completion_tokens <= 12 and first.prompt_tokens > 0
+    assert first.finish_reason in ("stop", "length")
+
+
+def test_max_tokens_is_respected(backend):
+    for n in (1, 5):
+        out = backend.generate("hello world", GenerationParams(max_tokens=n))
+        assert out.completion_tokens <= n
+        if out.finish_reason == "length":
+            assert out.completion_tokens == n
+    zero = backend.generate("hello world", GenerationParams(max_tokens=0))
+    assert zero.text == "" and zero.completion_tokens == 0
+
+
+def test_seeded_sampling_repeats_and_stop_sequences_cut(backend):
+    params = GenerationParams(max_tokens=24, temperature=1.0, seed=7)
+    full = backend.generate("Paris is the", params)
+    assert backend.generate("Paris is the", params).text == full.text
+    others = {backend.generate("Paris is the", GenerationParams(max_tokens=24, temperature=1.0, seed=s)).text for s in (1, 2, 3)}
+    assert len(others | {full.text}) > 1, "different seeds should sample differently"
+    stop = _stop_from(full.text)
+    cut = backend.generate("Paris is the", GenerationParams(max_tokens=24, temperature=1.0, seed=7, stop=[stop]))
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.finish_reason == "stop"
+
+
+def test_stream_reassembles_to_generate(backend):
+    for params in (GenerationParams(max_tokens=16), GenerationParams(max_tokens=16, temperature=0.9, seed=3, top_k=20, top_p=0.9)):
+        done = backend.generate("one two three", params)
+        chunks = list(backend.stream("one two three", params))
+        assert "".join(c.text for c in chunks) == done.text
+        assert chunks[-1].finish_reason == done.finish_reason
+        assert chunks[-1].completion_tokens == done.completion_tokens
+        assert all(c.finish_reason is None for c in chunks[:-1])
+
+
+def test_chat_uses_the_models_template(backend):
+    prompt = backend.apply_chat_template(CHAT)
+    assert prompt == "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n"
+    assert backend.apply_chat_template(CHAT, add_generation_prompt=False).endswith("<|im_end|>\n")
+    params = GenerationParams(max_tokens=8)
+    assert backend.chat(CHAT, params).text == backend.generate(prompt, params).text
+    assert "".join(c.text for c in backend.chat_stream(CHAT, params)) == backend.chat(CHAT, params).text
+
+
+def test_tokenize_count_detokenize(backend):
+    ids = backend.tokenize("hello world")
+    assert ids and all(isinstance(i, int) for i in ids)
+    assert backend.count_tokens("hello world") == len(ids)
+    assert backend.detokenize(ids) == "hello world"
+    assert backend.count_tokens("hello world, hello there") > len(ids)
+
+
+def test_loglikelihood_and_perplexity(backend):
+    texts = ["hello world, hello there", "The quick brown fox jumps over the lazy dog."]
+    results = backend.loglikelihood(texts)
+    for text, r in zip(texts, results):
+        assert math.isfinite(r.logprob) and r.logprob < 0
+        assert r.n_tokens == backend.count_tokens(text) - 1  # the first token has no context
+    alone = backend.loglikelihood(texts[1:])[0]
+    assert alone.logprob == pytest.approx(results[1].logprob, rel=1e-4)
+    ppl = backend.perplexity(texts)
+    total = sum(r.logprob for r in results)
+    assert ppl == pytest.approx(math.exp(-total / sum(r.n_tokens for r in results)), rel=1e-6)
+    assert 1.0 < ppl < 10 * backend.count_tokens(" ".join(texts)) ** 2  # finite, above the floor
+    # a random-weight model finds corpus text about as likely as shuffled text; an untrained
+    # model must still give a *different* score to different texts
+    assert results[0].logprob != pytest.approx(results[1].logprob)
+
+
+def test_generate_batch_matches_single(backend):
+    prompts = ["hello world", "The quick brown", "one two"]
+    params = GenerationParams(max_tokens=6)
+    batch = backend.generate_batch(prompts, params)
+    assert [c.text for c in batch] == [backend.generate(p, params).text for p in prompts]
+
+
+def test_embed(backend):
+    vectors = backend.embed(["hello world", "the lazy dog", "hello world"])
+    assert len(vectors) == 3 and len(vectors[0]) == len(vectors[1]) > 8
+    assert sum(v * v for v in vectors[0]) == pytest.approx(1.0, rel=1e-3)
+    assert vectors[0] == pytest.approx(vectors[2], abs=1e-5)
+    assert vectors[0] != pytest.approx(vectors[1], abs=1e-3)
+
+
+def test_identity(backend, tiny_model_dir):
+    ident = backend.identity
+    assert ident.format == {"torch": "hf", "llama": "gguf", "http": "http"}[backend.backend_name]
+    data = ident.to_dict()
+    assert set(data) == {"name", "format", "path", "sha256", "parent"}
+    if backend.backend_name == "torch":
+        assert ident.sha256 == provenance.sha256_dir(tiny_model_dir) and ident.name == "tiny-llama"
+    elif backend.backend_name == "llama":
+        assert len(ident.sha256) == 64 and ident.path.endswith(".gguf")
+        assert ident.parent == f"tiny-llama@{provenance.sha256_dir(tiny_model_dir)[:12]}"
+        assert ident.manifest["kind"] == "hf-to-gguf"
+    else:
+        assert ident.path.startswith("http://127.0.0.1:") and ident.path.endswith("/v1")
+        assert ident.name == "tiny-llama"
