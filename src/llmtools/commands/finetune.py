@@ -1,0 +1,277 @@
+"""Fine-tune a model (LoRA or full) on JSONL records.
+
+Reads training records (stdin or FILES), trains, and writes the model to -o DIR: by default a
+merged model in safetensors with its tokenizer and chat template, ready for score, quantize and
+serve. stdout gets one JSON record per logging step (step, epoch, loss, lr, tokens_per_s, and
+eval_loss/eval_perplexity when evaluated), then a `"type": "final"` record naming the artifacts.
+
+Record shapes (auto-detected from the first record, or --format): {"text": ...};
+{"prompt": ..., "completion": ...}; {"messages": [{"role": ..., "content": ...}, ...]} rendered
+with the model's chat template. The loss is on completions / assistant turns only unless
+--loss-on all. All training records are held in memory (they are shuffled every epoch).
+
+\b
+Examples:
+    llmtools finetune --base smollm2 -o runs/v1 train.jsonl > log.jsonl
+    llmtools finetune -o runs/v1 --eval-fraction 0.1 --epochs 2 --lr 1e-4 < train.jsonl
+    llmtools finetune -o runs/v1 --config train.toml --lr 5e-5 train.jsonl   # flags win
+    llmtools finetune -o runs/v1 --resume train.jsonl        # continue an interrupted run
+    llmtools finetune -o runs/small --teacher runs/big --distill-weight 0.5 train.jsonl
+    torchrun --nproc_per_node 2 -m llmtools finetune -o runs/v1 train.jsonl
+
+\b
+Work directory: training runs in DIR.partial/ (checkpoints in DIR.partial/checkpoints/);
+DIR appears, complete, only when training ends. Ctrl-C saves a checkpoint and exits 130;
+--resume continues from the newest checkpoint with the same result as an uninterrupted run.
+Under torchrun or `accelerate launch` every process trains (DDP; gloo on CPU, NCCL on GPU)
+and only rank 0 reads the input, writes records and writes the model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from llmtools import console, errors, options, provenance
+from llmtools.ops import finetune_data as fdata
+
+SETTING_KEYS = (
+    "format", "loss_on", "method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs",
+    "max_steps", "batch_size", "grad_accum", "warmup_steps", "warmup_ratio", "scheduler", "weight_decay",
+    "max_grad_norm", "max_seq_len", "packing", "seed", "distill_weight", "distill_temperature", "log_every",
+    "eval_every", "save_every", "keep_checkpoints", "adapter_only", "gradient_checkpointing", "device",
+)
+
+
+def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager: read TOML/YAML into click's default_map, so any flag given on the line wins."""
+    if not value:
+        return value
+    try:
+        with open(value, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
+    try:
+        if value.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            conf = tomllib.loads(raw.decode("utf-8"))
+        else:
+            import yaml
+
+            conf = yaml.safe_load(raw) or {}
+    except Exception as exc:  # a parse error of either format: one line, exit 2
+        raise click.BadParameter(f"{value}: {exc}") from None
+    if not isinstance(conf, dict):
+        raise click.BadParameter(f"{value}: expected a table/mapping of option names to values")
+    if isinstance(conf.get("finetune"), dict):  # allow a [finetune] section in a shared file
+        conf = conf["finetune"]
+    names = {p.name: p for p in ctx.command.params if isinstance(p, click.Option) and p.name not in ("config", "help")}
+    known, unknown = {}, []
+    for key, val in conf.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            unknown.append(str(key))
+        else:
+            known[name] = val
+    if unknown:
+        raise click.BadParameter(f"{value}: unknown setting(s): {', '.join(sorted(unknown))}")
+    ctx.default_map = {**(ctx.default_map or {}), **known}
+    return value
+
+
+@click.command("finetune", context_settings={"show_default": True})
+@click.option("--config", "config", metavar="FILE", is_eager=True, expose_value=True, callback=load_config,
+              help="Read settings from a TOML or YAML file (keys are option names, e.g. lora-r = 8); flags override it.")
+@click.option("--base", default="smollm2", metavar="MODEL", help="Model to start from: a HF directory, a .gguf file or a registry name.")
+@options.io_options(field_help="Text field of `text` records (dotted path).", output_help="Directory to write the trained model to (required).")
+@click.option("--format", "format", type=click.Choice(fdata.FORMATS), default="auto", help="Record shape; auto detects it from the first record.")
+@click.option("--prompt-field", default="prompt", metavar="PATH", help="Prompt field of prompt/completion records.")
+@click.option("--completion-field", default="completion", metavar="PATH", help="Completion field of prompt/completion records.")
+@click.option("--messages-field", default="messages", metavar="PATH", help="Messages field of chat records.")
+@click.option("--loss-on", type=click.Choice(["completion", "all"]), default="completion", help="Train on completion/assistant tokens only, or on every token.")
+@click.option("--eval-file", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=False), help="Held-out records (same shape) for eval loss and perplexity.")
+@click.option("--eval-fraction", type=float, default=None, help="Hold out this fraction of the input for evaluation (seeded by --seed).")
+@click.option("--method", type=click.Choice(["lora", "full"]), default="lora", help="LoRA adapters, or update every weight.")
+@click.option("--lora-r", type=int, default=16, help="LoRA rank.")
+@click.option("--lora-alpha", type=float, default=32.0, help="LoRA scaling alpha (the update is scaled by alpha/r).")
+@click.option("--lora-dropout", type=float, default=0.05, help="Dropout on the LoRA input.")
+@click.option("--target-modules", default="all-linear", metavar="NAMES", help="Comma-separated module names to adapt, or all-linear.")
+@click.option("--lr", type=float, default=None, show_default="2e-4 for lora, 2e-5 for full", help="Peak learning rate.")
+@click.option("--epochs", type=int, default=3, help="Passes over the training data (ignored with --max-steps).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
+@click.option("--batch-size", type=int, default=4, help="Sequences per micro-batch, per process.")
+@click.option("--grad-accum", type=int, default=1, help="Micro-batches per optimizer step.")
+@click.option("--warmup-steps", type=int, default=None, help="Linear warmup steps (overrides --warmup-ratio).")
+@click.option("--warmup-ratio", type=float, default=0.0, help="Warmup as a fraction of all steps.")
+@click.option("--scheduler", type=click.Choice(["linear", "cosine", "constant"]), default="linear", help="Learning-rate decay after warmup.")
+@click.option("--weight-decay", type=float, default=0.0, help="AdamW weight decay (not applied to biases and norms).")
+@click.option("--max-grad-norm", type=float, default=1.0, help="Clip the gradient norm to this (0: no clipping).")
+@click.option("--max-seq-len", type=int, default=None, show_default="min(1024, model context)", help="Longest sequence; longer records are cut on the right.")
+@click.option("--packing", is_flag=True, help="Pack several records per sequence (whole records, no attention across them).")
+@click.option("--seed", type=int, default=42, help="Seed for initialisation, data order, dropout and the eval split.")
+@click.option("--adapter-only", is_flag=True, help="Write only the LoRA adapter (plus tokenizer), not a merged model.")
+@click.option("--teacher", metavar="MODEL", default=None, help="Distil from this model's logits (it must share the tokenizer).")
+@click.option("--distill-weight", type=float, default=0.5, help="Weight of the KL term; the cross-entropy gets 1 - weight.")
+@click.option("--distill-temperature", type=float, default=2.0, help="Softmax temperature for distillation.")
+@click.option("--log-every", type=int, default=10, help="Write a log record every N optimizer steps.")
+@click.option("--eval-every", type=int, default=None, show_default="at start and end", help="Evaluate every N steps.")
+@click.option("--save-every", type=int, default=100, help="Checkpoint every N steps (0: only on interrupt).")
+@click.option("--keep-checkpoints", type=int, default=2, help="How many recent checkpoints to keep.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in DIR.partial/.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing DIR, or discard an interrupted run.")
+@click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward to save memory.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where to train.")
+def cli(io: options.IOConfig, config: str | None, base: str, prompt_field: str, completion_field: str, messages_field: str,
+        eval_file: str | None, eval_fraction: float | None, teacher: str | None, resume: bool, overwrite: bool, **kw: Any) -> None:
+    """Fine-tune a model (LoRA or full) on JSONL records."""
+    from llmtools.ops import finetune as ft
+
+    errors.require("torch", "train", "finetune")
+    errors.require("transformers", "train", "finetune")
+    if kw["method"] == "lora":
+        errors.require("peft", "train", "LoRA")
+    if not io.output:
+        raise errors.UsageError("finetune needs -o DIR for the trained model")
+    if eval_file and eval_fraction is not None:
+        raise errors.UsageError("give --eval-file or --eval-fraction, not both")
+    settings = ft.Settings(base=base, teacher=teacher, **{k: kw[k] for k in SETTING_KEYS})
+    settings.check()
+    fields = fdata.Fields(text=io.field or "text", prompt=prompt_field, completion=completion_field, messages=messages_field)
+
+    dist = ft.dist_from_env()
+    settings.world_size = dist.world
+    job = None
+    try:
+        payload = None
+        if dist.main:
+            # Log records are few and meant to be watched live (`| llmtools watch`): always flushed.
+            job = io.job(output=None, unbuffered=True, validate=fdata.RecordValidator(settings.format, fields))
+            job.__enter__()
+            try:
+                payload = _read_inputs(job, io, fields, settings, eval_file, eval_fraction)
+            except errors.LLMToolsError as exc:  # tell the other processes, so none waits forever
+                dist.broadcast({"error": exc.message, "code": exc.exit_code})
+                raise
+        payload = dist.broadcast(payload)
+        if "error" in payload:
+            raise errors.LLMToolsError(f"rank 0 could not read the input: {payload['error']}", payload["code"])
+        base_dir = _model_dir(base)
+        teacher_dir = _model_dir(teacher) if teacher else None
+        run_info = {"train_sha256": payload["train"]["sha256"], "eval_sha256": payload["eval"]["sha256"] if payload["eval"] else None}
+
+        def manifest(run_settings: dict, final: dict) -> dict:
+            base_id = _identity(base, base_dir)
+            return provenance.build_manifest(
+                "finetune",
+                inputs={"train": payload["train"], "eval": payload["eval"]},
+                base_model=base_id,
+                params=run_settings,
+                metrics={k: v for k, v in final.items() if k not in ("type", "output", "artifacts")},
+                extra={"teacher": _identity(teacher, teacher_dir) if teacher else None, "format": payload["format"],
+                       "parent": base_id.get("name") if base_id else None},
+            )
+
+        emit = job.write if job is not None else (lambda r: None)
+        reject = (lambda rec, reason: job.reject(rec, reason)) if job is not None else None
+        with console.progress("finetune steps", quiet=io.quiet or not dist.main) as advance:
+            final = ft.train(
+                payload["train_records"], payload["eval_records"], payload["format"], settings, base_dir, io.output,
+                fields=fields, teacher_dir=teacher_dir, dist=dist, resume=resume, overwrite=overwrite, run_info=run_info,
+                emit=emit, on_drop=reject, progress=advance, manifest_fn=manifest,
+            )
+        if job is not None:
+            job.write(final)
+            rows = {k: final.get(k) for k in ("step", "train_loss", "eval_loss", "eval_perplexity", "train_examples", "runtime_s", "output")}
+            console.show_summary("llmtools finetune", "trained", {k: v for k, v in rows.items() if v is not None}, quiet=io.quiet, verbose=io.verbose)
+    except BaseException as exc:
+        if job is not None:
+            job.__exit__(type(exc), exc, exc.__traceback__)
+            job = None
+        raise
+    finally:
+        if job is not None:
+            job.__exit__(None, None, None)
+        ft.dist_close(dist)
+
+
+def _read_inputs(job: Any, io: options.IOConfig, fields: fdata.Fields, settings: Any, eval_file: str | None, eval_fraction: float | None) -> dict:
+    records = list(job.records())
+    validator = job.validate
+    if not records:
+        raise errors.UsageError("no training records in the input")
+    fmt = validator.fmt or "text"
+    if validator.fmt is None:  # only --on-error keep can get here with no valid record
+        raise errors.BadInputError("no valid training record in the input")
+    eval_split = None
+    if eval_file:
+        eval_records = []
+        for i, rec in enumerate(fdata_read(eval_file), 1):
+            reason = fdata.check_record(rec, fmt, fields)
+            if reason:
+                raise errors.BadInputError(reason, where=f"{eval_file}:{i}")
+            eval_records.append(rec)
+    elif eval_fraction is not None:
+        records, eval_records = fdata.split_eval(records, eval_fraction, settings.seed)
+        eval_split = {"from": "train input", "fraction": eval_fraction, "seed": settings.seed}
+    else:
+        eval_records = []
+    bad = [r for r in records if fdata.check_record(r, fmt, fields) is not None]
+    if bad:  # kept under --on-error keep: still cannot be trained on, so drop them (to --rejects)
+        for rec in bad:
+            job.reject(rec, fdata.check_record(rec, fmt, fields) or "bad record")
+        records = [r for r in records if fdata.check_record(r, fmt, fields) is None]
+    return {
+        "format": fmt,
+        "train_records": records,
+        "eval_records": eval_records,
+        "train": _data_info(records, [p for p in io.inputs]),
+        "eval": dict(_data_info(eval_records, [eval_file] if eval_file else []), split=eval_split) if eval_records else None,
+    }
+
+
+def fdata_read(path: str) -> list[dict]:
+    from llmtools.io import read_jsonl
+
+    return list(read_jsonl(path))
+
+
+def _data_info(records: list[dict], paths: list[str]) -> dict:
+    h = provenance.HashingReader()
+    for rec in records:
+        h.add(rec)
+    files = {p: provenance.sha256_file(p) for p in paths if p != "-" and os.path.isfile(p)}
+    return {"sha256": h.hexdigest, "records": h.count, "files": files, "sources": [p if p != "-" else "<stdin>" for p in paths]}
+
+
+def _model_dir(ref: str) -> str:
+    """A safetensors HF directory for a model reference (registry name, .gguf, or directory)."""
+    try:
+        from llmtools.models import hf_dir  # type: ignore[attr-defined]
+    except ImportError:
+        hf_dir = None
+    if hf_dir is not None:
+        return hf_dir(ref)
+    if os.path.isdir(ref):
+        return ref
+    raise errors.MissingDependency(f"model {ref!r}: not a Hugging Face directory, and the model registry is not available")
+
+
+def _identity(ref: str, path: str) -> dict:
+    try:
+        from llmtools.models import identity_of  # type: ignore[attr-defined]
+
+        return identity_of(ref).to_dict()
+    except ImportError:
+        return {"name": os.path.basename(os.path.abspath(ref)), "format": "hf", "path": os.path.abspath(path), "sha256": provenance.sha256_dir(path)}
+
+
+for _p in cli.params:  # the shared -o reads FILE; here it names a directory
+    if _p.name == "output":
+        _p.metavar = "DIR"
