@@ -44,11 +44,11 @@ def llama_model(tiny_gguf):
 def http_model(torch_model):
     from helpers.openai_server import serve_backend
 
-    with serve_backend(torch_model) as url:
+    with serve_backend(torch_model, api_key="test-key") as url:
         yield load_model(url, api_key="test-key", timeout=30)
 
 
-@pytest.fixture(params=["torch", "llama"], scope="module")
+@pytest.fixture(params=["torch", "llama", "http"], scope="module")
 def backend(request):
     return request.getfixturevalue(f"{request.param}_model")
 
