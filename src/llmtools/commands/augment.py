@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import click
+
+from llmtools import options
+from llmtools.console import show_summary
+from llmtools.errors import UsageError
+
+METHOD_NAMES = ("synonym", "eda", "paraphrase", "backtranslate", "synthesize")
+TEMPLATE_NAMES = ("paraphrase", "backtranslate_to", "backtranslate_from", "synthesize", "synthesize_instruction")
+
+
+def _split_csv(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@options.io_options()
+@click.option("--method", "methods", multiple=True, default=("synonym",), show_default=True, metavar="NAME[,NAME]",
+              help="synonym, eda, paraphrase, backtranslate, synthesize; repeat or comma-separate for several.")
+@click.option("-n", "--n", "n", type=click.IntRange(1), default=1, show_default=True, help="Variants per input record, per method.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every method (LLM methods: as far as the backend honours seeds).")
+@click.option("--keep-original/--no-keep-original", default=True, show_default=True, help="Also write each original record, before its variants.")
+@click.option("--id-field", default="id", show_default=True, metavar="PATH", help="Field whose value goes in `augmented_from`; records without it get \"source:line\".")
+@click.option("--synonym-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="synonym: share of words replaced (at least one).")
+@click.option("--eda-ops", default="swap,delete,insert", show_default=True, help="eda: operations to cycle through, one per variant.")
+@click.option("--swap-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="eda swap: swaps per word.")
+@click.option("--delete-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="eda delete: probability of deleting each word.")
+@click.option("--insert-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="eda insert: synonyms inserted per word.")
+@click.option("--min-similarity", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop variants less similar than this to their source (word-sequence ratio, 0-1).")
+@click.option("--max-similarity", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Drop variants more similar than this to their source.")
+@options.model_options()
+@click.option("--backend", type=click.Choice(["auto", "torch", "llama", "http"]), default="auto", show_default=True, help="Model backend for the LLM methods.")
+@click.option("--pivot", default="fr", show_default=True, help="backtranslate: pivot language code (fr, de, es, ...) or name.")
+@click.option("--instruction", metavar="TEXT", help="synthesize: write new examples following this instruction, instead of imitating the input.")
+@click.option("--prompt-template", "templates", multiple=True, metavar="NAME=FILE",
+              help=f"Replace a built-in prompt ({', '.join(TEMPLATE_NAMES)}); placeholders {{text}}, {{pivot}}, {{examples}}, {{instruction}}.")
+@click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True, help="LLM sampling temperature.")
+@click.option("--top-p", type=click.FloatRange(0, 1), default=0.95, show_default=True, help="LLM nucleus sampling.")
+@click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True, help="LLM: longest variant, in tokens.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="LLM: records per batched model call.")
+@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="http models: requests in flight at once.")
+@click.option("--timeout", type=click.FloatRange(1), default=120.0, show_default=True, help="http models: seconds per request.")
+@click.option("--retries", type=click.IntRange(0), default=3, show_default=True, help="http models: retries on 429, 5xx and connection errors.")
+def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, swap_rate, delete_rate, insert_rate,
+        min_similarity, max_similarity, model_ref, api_key, trust_pickle, backend, pivot, instruction, templates,
+        temperature, top_p, max_tokens, batch_size, concurrency, timeout, retries):
+    """Make seeded, traceable variants of text records.
+
+    Each input record is written unchanged (unless --no-keep-original), followed by its
+    variants. A variant is a copy of its source with the text field replaced, plus
+    `augmented_from` (the source's --id-field, or "source:line") and
+    `augmentation: {method, params, seed, variant, similarity}`. Labels and other fields are
+    copied. Stop words, numbers and placeholders such as <EMAIL> are never replaced.
+
+    \b
+    Methods:
+      synonym        WordNet synonym replacement (part of speech inferred from WordNet and context)
+      eda            random swap, deletion and synonym insertion (Wei & Zou, 2019)
+      paraphrase     an LLM rewrites the text
+      backtranslate  an LLM translates to --pivot and back
+      synthesize     an LLM writes new examples in the style of the input, or per --instruction
+
+    A quality guard drops variants that are empty, identical to their source, or whose
+    word-sequence similarity (difflib ratio over lowercased words, 0-1) is outside
+    --min-similarity/--max-similarity; dropped variants go to --rejects with their reason.
+
+    WordNet comes from NLTK's data path, else a system dictionary (Debian: apt-get install
+    wordnet-base wordnet-sense-index) prepared once into the llmtools cache.
+
+    \b
+    Examples:
+      llmtools augment --method synonym,eda -n 2 --seed 1 < train.jsonl > aug.jsonl
+      llmtools augment --method paraphrase -m smollm2 --no-keep-original < train.jsonl
+      llmtools augment --method backtranslate --pivot de -m http://127.0.0.1:8000/v1 < t.jsonl
+      llmtools augment --method synthesize --instruction "Write a short billing complaint." -n 3
+    """
+    chosen = _split_csv(methods)
+    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    if unknown:
+        raise UsageError(f"--method: unknown method(s) {', '.join(unknown)} (choose from {', '.join(METHOD_NAMES)})")
+    ops_list = [o.strip() for o in eda_ops.split(",") if o.strip()]
+    if not ops_list or any(o not in ("swap", "delete", "insert") for o in ops_list):
+        raise UsageError("--eda-ops takes a comma-separated subset of swap,delete,insert")
+    if min_similarity > max_similarity:
+        raise UsageError("--min-similarity is above --max-similarity")
+    prompts = {}
+    for item in templates:
+        name, sep, path = item.partition("=")
+        if not sep or name not in TEMPLATE_NAMES:
+            raise UsageError(f"--prompt-template takes NAME=FILE with NAME one of {', '.join(TEMPLATE_NAMES)}")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                prompts[name] = fh.read()
+        except OSError as exc:
+            raise UsageError(f"--prompt-template {path}: {exc.strerror}") from None
+
+    from llmtools.ops.augment import LLM_METHODS, AugmentConfig, augment
+
+    cfg = AugmentConfig(
+        methods=tuple(dict.fromkeys(chosen)), n=n, seed=seed, field=io.field, keep_original=keep_original,
+        id_field=id_field or None, synonym_rate=synonym_rate, eda_ops=tuple(ops_list), swap_rate=swap_rate,
+        delete_rate=delete_rate, insert_rate=insert_rate, min_similarity=min_similarity, max_similarity=max_similarity,
+        pivot=pivot, instruction=instruction, prompts=prompts, temperature=temperature, top_p=top_p,
+        max_tokens=max_tokens, batch_size=batch_size,
+    )
+    model = None
+    if any(m in LLM_METHODS for m in cfg.methods):
+        from llmtools.models import load_model
+
+        opts = {"seed": seed}
+        if str(model_ref).startswith(("http://", "https://")):
+            opts.update(timeout=timeout, retries=retries, concurrency=concurrency)
+        model = load_model(model_ref, backend=None if backend == "auto" else backend, api_key=api_key, trust_pickle=trust_pickle, **opts)
+        cfg.model_id = model.identity.to_dict()
+    stats: dict[str, int] = {}
+    try:
+        with io.job() as job:
+            for rec in augment(job.records(), cfg, where=job.where, on_drop=job.reject, model=model, stats=stats):
+                job.write(rec)
+    finally:
+        if model is not None:
+            model.close()
+    rows = {"records in": job.counts["in"], "records out": job.counts["out"]}
+    rows.update({f"variants: {k}": v for k, v in sorted(stats.items())})
+    show_summary("llmtools augment", "summary", rows, quiet=io.quiet, verbose=io.verbose)
