@@ -161,16 +161,16 @@ class Shingler:
         return self.minhash_arrays(h, starts)
 
     def minhash(self, signature: Any) -> Any:
-        """A datasketch MinHash holding `signature` (for MinHashLSH insert/query)."""
+        """A datasketch MinHash holding `signature` (for MinHashLSH insert/query).
+
+        It is a copy of the validated template with new hash values: going through the
+        constructor would re-check the shared permutations for every document (~20 us)."""
         from datasketch import MinHash
 
-        return MinHash(
-            num_perm=self.num_perm,
-            seed=self.seed,
-            hashvalues=signature,
-            permutations=self.template.permutations,
-            scheme="affine32",
-        )
+        m = object.__new__(MinHash)
+        m.__dict__.update(self.template.__dict__)
+        m.hashvalues = signature
+        return m
 
     def hashfunc(self):
         """The per-shingle hash as a datasketch `hashfunc` over a tuple of token values, so
