@@ -92,6 +92,11 @@ def iso(ts: float | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+def _top(path: str) -> str | None:
+    """The key itself when a path is one top-level key, else None."""
+    return path if "." not in path and "\\" not in path else None
+
+
 def _getter(path: str) -> Callable[[dict], Any]:
     """A fast reader for a dotted path (one dict lookup for a top-level key)."""
     from llmtools.io import split_path
@@ -303,6 +308,12 @@ class Monitor:
         self._prediction = _getter(cfg.prediction_field)
         self._model = _getter(cfg.model_field)
         self._time_top = "." not in cfg.time_field and "\\" not in cfg.time_field
+        # Top-level keys are read with one dict lookup; dotted paths go through a getter.
+        self._k_status = _top(cfg.status_field)
+        self._k_error = _top(cfg.error_field)
+        self._k_feedback = _top(cfg.feedback_field)
+        self._k_label = _top(cfg.label_field)
+        self._k_model = _top(cfg.model_field)
         self._wire_fields()
         self.seq = 0  # records seen
         self.windows = 0  # windows emitted
@@ -396,8 +407,10 @@ class Monitor:
                 self.pane.late += 1
             if self._last_t is None or t > self._last_t:
                 self._last_t = t
-        elif self.pane.count >= cfg.pane_size:
-            out = self._close_pane()
+        else:
+            self._add(rec, t)
+            # A count pane closes on its last record, so a live stream sees it at once.
+            return self._close_pane() if self.pane.count >= cfg.pane_size else None
         self._add(rec, t)
         return out
 
@@ -414,20 +427,20 @@ class Monitor:
             if t > pane.t_max:
                 pane.t_max = t
 
-        status = self._status(rec)
+        k = self._k_status
+        status = rec.get(k) if k is not None else self._status(rec)
+        k = self._k_error
+        err = rec.get(k) if k is not None else self._error(rec)
         if status is not None:
-            key = str(status)
+            ts = type(status)
+            key = status if ts is int or ts is str else str(status)
             pane.status[key] = pane.status.get(key, 0) + 1
-            if (type(status) is int and status >= 400) or (type(status) is str and status.isdigit() and int(status) >= 400):
+            if (ts is int and status >= 400) or (ts is str and status.isdigit() and int(status) >= 400):
                 pane.errors += 1
-            else:
-                err = self._error(rec)
-                if err is not None and err is not False and err != "":
-                    pane.errors += 1
-        else:
-            err = self._error(rec)
-            if err is not None and err is not False and err != "":
+            elif err is not None and err is not False and err != "":
                 pane.errors += 1
+        elif err is not None and err is not False and err != "":
+            pane.errors += 1
 
         num = pane.num
         alpha = self.cfg.alpha
@@ -496,14 +509,16 @@ class Monitor:
                 if type(text) is str and text.strip():
                     self._sample_text(pane, name, text)
 
-        fb = self._feedback(rec)
+        k = self._k_feedback
+        fb = rec.get(k) if k is not None else self._feedback(rec)
         if fb is not None:
             score = _feedback_score(fb)
             if score is not None:
                 pane.fb_sum += score
                 pane.fb_n += 1
 
-        label = self._label(rec)
+        k = self._k_label
+        label = rec.get(k) if k is not None else self._label(rec)
         if label is not None:
             pred = self._prediction(rec)
             if pred is not None:
@@ -511,7 +526,8 @@ class Monitor:
                 if _norm_answer(label) == _norm_answer(pred):
                     pane.acc_ok += 1
 
-        model = self._model(rec)
+        k = self._k_model
+        model = rec.get(k) if k is not None else self._model(rec)
         if model is not None:
             pane.model = model
 
@@ -637,7 +653,10 @@ class Monitor:
             rec["accuracy"] = w.acc_ok / w.acc_n
             rec["accuracy_count"] = w.acc_n
         if w.status:
-            rec["status"] = dict(sorted(w.status.items()))
+            statuses: dict[str, int] = {}
+            for k, c in w.status.items():  # 200 and "200" are one status
+                statuses[str(k)] = statuses.get(str(k), 0) + c
+            rec["status"] = dict(sorted(statuses.items()))
         rec["fields"] = {name: sk.summary(cfg.quantiles) for name, sk in sorted(w.num.items())}
         if w.cat:
             rec["categories"] = {name: dict(sorted(t.items(), key=lambda kv: -kv[1])[:10]) for name, t in w.cat.items()}

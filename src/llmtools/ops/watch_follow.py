@@ -1,8 +1,8 @@
 """Read a growing file like `tail -F`: keep reading, survive rotation and truncation.
 
-- Rotation by rename (logrotate's default, `mv log log.1` then a new `log`): when the path names
-  a different file (inode changed), the rest of the old file is drained first, then the new file
-  is read from its start.
+- Rotation by rename (logrotate's default, `mv log log.1` then a new `log`): the old file is
+  read on until a new file appears under the name (inode changed); then the rest of the old file
+  is drained and the new file is read from its start.
 - Truncation in place (`copytruncate`, `: > log`): when the file shrinks below the read position,
   reading restarts at its start.
 - A missing file is waited for.
@@ -59,8 +59,13 @@ def follow(
                 st = os.stat(path)
             except FileNotFoundError:
                 st = None
-            if st is None or st.st_ino != ino:
-                # Renamed away (or deleted): drain anything written to the old file meanwhile.
+            if st is None:
+                # Renamed away and no new file yet: the writer may still be finishing the old one.
+                yield IDLE
+                sleep(poll)
+                continue
+            if st.st_ino != ino:
+                # A new file took the name: drain what reached the old one, then switch.
                 rest = fh.read()
                 fh.close()
                 fh = None
@@ -69,9 +74,6 @@ def follow(
                 for line in tail.split(b"\n"):
                     if line.strip():
                         yield line.rstrip(b"\r")
-                if st is None:
-                    yield IDLE
-                    sleep(poll)
                 continue
             if st.st_size < fh.tell():
                 fh.seek(0)
