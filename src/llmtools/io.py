@@ -125,7 +125,8 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 
 def loads_line(raw: bytes) -> tuple[Any, str | None]:
     """Parse one line: (value, None) or (None, reason)."""
-    if _LONG_DIGITS.search(raw) is not None:
+    # translate() counts digits at C speed; only a line with 19+ digits can hold a long run.
+    if len(raw) - len(raw.translate(None, b"0123456789")) >= 19 and _LONG_DIGITS.search(raw) is not None:
         # orjson turns integers beyond 64 bits into floats, silently losing digits; the
         # stdlib parser keeps them exact. Only lines with a 19+ digit run pay for it.
         try:
