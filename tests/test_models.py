@@ -169,3 +169,125 @@ def test_identity(backend, tiny_model_dir):
     else:
         assert ident.path.startswith("http://127.0.0.1:") and ident.path.endswith("/v1")
         assert ident.name == "tiny-llama"
+
+
+# -- backend-specific behaviour
+
+
+@pytest.mark.parametrize("name", ["torch", "llama"])
+def test_sliding_window_scores_every_token_of_long_text(name, tiny_model_dir, tiny_gguf):
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 6)
+    ref = tiny_model_dir if name == "torch" else tiny_gguf
+    full = load_model(ref, backend=name, threads=1)
+    small = load_model(ref, backend=name, threads=1, n_ctx=16)
+    assert small.n_ctx == 16 and small.count_tokens(text) > 3 * 16
+    whole, windowed = full.loglikelihood([text])[0], small.loglikelihood([text])[0]
+    assert windowed.n_tokens == whole.n_tokens == full.count_tokens(text) - 1
+    assert math.isfinite(windowed.logprob)
+    # less context changes the numbers, but every token is still scored exactly once
+    assert windowed.logprob != whole.logprob
+    small.close()
+
+
+def test_llama_f32_gguf_scores_like_torch(torch_model, llama_model):
+    texts = ["The quick brown fox jumps over the lazy dog.", "hello world, hello again and goodbye"]
+    for a, b in zip(torch_model.loglikelihood(texts), llama_model.loglikelihood(texts)):
+        assert a.n_tokens == b.n_tokens
+        assert a.logprob == pytest.approx(b.logprob, rel=1e-3)
+    params = GenerationParams(max_tokens=10)
+    assert torch_model.generate("Paris is", params).text == llama_model.generate("Paris is", params).text
+
+
+def test_chat_without_template_falls_back_to_a_transcript(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    import json
+
+    data = json.loads((plain / "tokenizer_config.json").read_text())
+    data.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(data))
+    model = load_model(plain, threads=1)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert model.apply_chat_template(messages) == "system: Be brief.\nuser: hi\nassistant:"
+    model.apply_chat_template(messages)
+    err = capsys.readouterr().err
+    assert err.count("has no chat template") == 1
+
+
+def test_http_retries_on_429_and_5xx_then_succeeds(http_model):
+    from helpers.openai_server import serve_backend
+
+    server = serve_backend.last
+    server.faults[:] = [503, 429, 502]
+    http_model.http.backoff = 0.01
+    before = len(server.requests)
+    out = http_model.generate("hello world", GenerationParams(max_tokens=3))
+    assert out.completion_tokens <= 3 and not server.faults
+    assert len(server.requests) - before == 4
+    server.faults[:] = [503, 503, 503, 503]
+    with pytest.raises(Exception) as info:
+        http_model.generate("hello world", GenerationParams(max_tokens=3))
+    assert "failed after 4 attempts" in str(info.value) and "HTTP 503" in str(info.value)
+    server.faults.clear()
+
+
+def test_http_stream_retries_before_the_first_event(http_model):
+    from helpers.openai_server import serve_backend
+
+    serve_backend.last.faults[:] = [500]
+    http_model.http.backoff = 0.01
+    params = GenerationParams(max_tokens=5)
+    assert "".join(c.text for c in http_model.stream("hello", params)) == http_model.generate("hello", params).text
+
+
+def test_http_batch_runs_concurrently_and_keeps_order(http_model):
+    from helpers.openai_server import serve_backend
+
+    server = serve_backend.last
+    server.max_in_flight = 0
+    prompts = [f"hello {w}" for w in ("one", "two", "three", "four", "five", "six")]
+    params = GenerationParams(max_tokens=4)
+    batch = http_model.generate_batch(prompts, params)
+    assert 1 < server.max_in_flight <= http_model.concurrency
+    assert [c.text for c in batch] == [http_model.generate(p, params).text for p in prompts]
+
+
+def test_http_missing_endpoints_are_not_supported(http_model):
+    from helpers.openai_server import serve_backend
+
+    server = serve_backend.last
+    server.disabled.update({"/tokenize", "/v1/embeddings", "/apply-template"})
+    try:
+        for call in (lambda: http_model.tokenize("hi"), lambda: http_model.embed(["hi"]), lambda: http_model.apply_chat_template(CHAT)):
+            with pytest.raises(NotSupported) as info:
+                call()
+            assert info.value.exit_code == 4
+        assert http_model.chat(CHAT, GenerationParams(max_tokens=3)).completion_tokens <= 3  # chat still works
+    finally:
+        server.disabled.clear()
+
+
+def test_http_bad_key_and_unreachable_endpoint(torch_model):
+    from helpers.openai_server import serve_backend
+
+    with serve_backend(torch_model, api_key="right") as url:
+        with pytest.raises(Exception) as info:
+            load_model(url, api_key="wrong")
+        assert "401" in str(info.value) and "--api-key" in str(info.value)
+        ident = identity_of(url, api_key="right")
+        assert ident.format == "http" and ident.sha256 == torch_model.identity.sha256
+    with pytest.raises(Exception) as info:
+        load_model(url, retries=1, backoff=0.01, timeout=2)  # the server is gone
+    assert "failed after 2 attempts" in str(info.value)
+
+
+def test_api_key_comes_from_the_environment(torch_model, monkeypatch):
+    from helpers.openai_server import serve_backend
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("LLMTOOLS_API_KEY", "from-env")
+    with serve_backend(torch_model, api_key="from-env") as url:
+        assert load_model(url).model == "tiny-llama"

@@ -95,7 +95,8 @@ class LlamaBackend(Backend):
         if not n_ctx:
             n_ctx = min(DEFAULT_N_CTX, train_ctx) if train_ctx else DEFAULT_N_CTX
         self.llm = self._open(n_ctx=int(n_ctx), seed=seed if seed is not None else 0xFFFFFFFF)
-        self.n_ctx = min(self.llm.n_ctx(), train_ctx or self.llm.n_ctx())  # the window scoring uses
+        # the window scoring uses (llama.cpp may round the context it allocates up)
+        self.n_ctx = min(int(n_ctx), self.llm.n_ctx(), train_ctx or self.llm.n_ctx())
         self._scorer = None
         self._embedder = None
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
