@@ -1,0 +1,204 @@
+"""The `llmtools serve` command: options in, ops.serve out (see ops/serve*.py)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from llmtools import options
+from llmtools.errors import UsageError
+
+KEEP_DEFAULT = "1"
+
+
+def _split_env(name: str) -> tuple[str, ...]:
+    value = os.environ.get(name, "")
+    return tuple(k for k in value.replace(",", " ").split() if k)
+
+
+@click.command(context_settings={"max_content_width": 100})
+@click.argument("model", required=False, metavar="[MODEL]")
+@options.io_options(
+    field_default="prompt",
+    field_help="Batch mode: the prompt field of a request record (dotted path for nested fields).",
+    output_help="Batch mode: write records to FILE (atomically) instead of stdout.",
+)
+@click.option("--batch", "batch_mode", is_flag=True, help="Batch mode: requests from FILES/stdin, responses on stdout, in order.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+              help="Batch mode: requests per generate_batch call (records with the same options are grouped).")
+@click.option("--messages-field", default="messages", show_default=True, metavar="PATH",
+              help="Batch mode: the chat messages field; used when present, else --field.")
+@click.option("--output-field", default="prediction", show_default=True, metavar="PATH",
+              help="Batch mode: where the generated text goes (score reads `prediction`).")
+@click.option("--chat", is_flag=True, help="Batch mode: send a plain prompt as one user message, through the chat template.")
+@click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True,
+              help="max_tokens for a request or record that gives none.")
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True,
+              help="Default temperature (0 = greedy, so answers are reproducible).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Default nucleus sampling top_p.")
+@click.option("--top-k", type=click.IntRange(0), default=0, show_default=True, help="Default top_k (0 = off).")
+@click.option("--seed", type=int, default=None, help="Default sampling seed.")
+@click.option("--stop", multiple=True, metavar="TEXT", help="Default stop sequence (repeatable).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Only 127.0.0.1 is reachable by default; use 0.0.0.0 deliberately, with --api-key.")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on (0 = any free port).")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="Require `Authorization: Bearer KEY` (repeatable for key rotation). Default: $LLMTOOLS_API_KEY "
+                   "(several keys separated by spaces or commas). /health stays open.")
+@click.option("--admin-key", "admin_keys", multiple=True, metavar="KEY",
+              help="Key for /admin/* (repeatable; default $LLMTOOLS_ADMIN_KEY, else the API keys). With no key at all, /admin is off.")
+@click.option("--max-body", default="1M", show_default=True, metavar="SIZE",
+              help="Largest request body (bytes, or 512k, 1M); bigger ones get 413.")
+@click.option("--max-tokens-cap", type=click.IntRange(1), default=2048, show_default=True,
+              help="Largest max_tokens a request may ask for; above it the request gets 400.")
+@click.option("--max-concurrency", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Requests admitted to run at once. A llama.cpp model runs one at a time (it is not thread-safe); "
+                   "a torch model batches up to --micro-batch of them; an http backend uses this many threads.")
+@click.option("--max-queue", type=click.IntRange(0), default=64, show_default=True,
+              help="Requests that may wait beyond --max-concurrency; past that, 429 with Retry-After.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
+              help="Seconds a request may take, queue wait included (504 after); also the drain limit on SIGTERM.")
+@click.option("--micro-batch", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="For a backend that batches (torch): merge up to N waiting requests with equal options into one "
+                   "generate_batch call. 1 turns it off.")
+@click.option("--log", "log_path", metavar="FILE", help="Append one JSONL record per request (the input of `llmtools watch`).")
+@click.option("--log-content", is_flag=True, help="Also log prompt and response text (off by default: they may be private).")
+@click.option("--model-name", metavar="NAME", help="The model id clients send and /v1/models shows (default: the first model's name). "
+                                                    "It stays the same across blue/green swaps.")
+@click.option("--model-file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Read the model reference from FILE (first line); SIGHUP re-reads it and swaps blue/green.")
+@click.option("--keep-previous", default=KEEP_DEFAULT, show_default=True, metavar="N|DURATION",
+              help="Keep replaced versions loaded for rollback: a count (2) or a time (90s, 10m, 1h). 0 unloads at once.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "llama", "http"]), default="auto", show_default=True,
+              help="Model backend; auto picks llama.cpp for .gguf, torch for a directory, http for a URL.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for inference (default: the backend's choice).")
+@click.option("--n-ctx", type=click.IntRange(16), default=None, help="Context length (default: the backend's choice).")
+@click.option("--model-api-key", metavar="KEY", default=None,
+              help="API key for an http(s) MODEL endpoint (default: $OPENAI_API_KEY).")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickle `.bin` weights (they can run arbitrary code when loaded).")
+def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, max_tokens, temperature, top_p, top_k, seed,
+        stop, host, port, api_keys, admin_keys, max_body, max_tokens_cap, max_concurrency, max_queue, timeout, micro_batch,
+        log_path, log_content, model_name, model_file, keep_previous, backend, threads, n_ctx, model_api_key, trust_pickle):
+    """Serve a model over an OpenAI-compatible API, or in batch.
+
+    MODEL is a Hugging Face directory, a .gguf file, a registry name (default: smollm2) or an
+    http(s)://host/v1 endpoint.
+
+    HTTP mode (the default) serves /v1/chat/completions (with SSE streaming), /v1/completions,
+    /v1/embeddings (when the model can embed), /v1/models (the active version, its identity and
+    provenance), /health (200 ready, 503 loading or draining) and /metrics (Prometheus). It binds
+    127.0.0.1 unless --host says otherwise. With --api-key (or $LLMTOOLS_API_KEY) every endpoint
+    but /health needs `Authorization: Bearer KEY`. Requests past --max-concurrency running plus
+    --max-queue waiting get 429 at once; bodies over --max-body get 413; requests past --timeout
+    get 504. Errors use OpenAI's error object.
+
+    Blue/green: SIGHUP, or POST /admin/models/load {"model": REF} (needs an admin or API key),
+    loads a model beside the active one; it takes traffic only after a health check (a short
+    generation) passes. The replaced version stays loaded for --keep-previous, so POST
+    /admin/rollback is instant. SIGTERM drains: admitted requests finish, new ones are refused,
+    and the process exits 0.
+
+    Batch mode (--batch) reads request records from FILES or stdin: `prompt` (see --field) or
+    `messages`, with optional max_tokens, temperature, top_p, top_k, seed and stop. Each record
+    comes out in order with `prediction` (see --output-field), `finish_reason`, `usage` and
+    `_llmtools.model` / `_llmtools.latency_ms` added, ready for `llmtools score`.
+
+    \b
+    Examples:
+        llmtools serve smollm2 --port 8000 --log requests.jsonl
+        llmtools serve runs/v1.q4.gguf --api-key "$KEY" --max-queue 32 --timeout 30
+        llmtools serve --model-file current-model.txt --keep-previous 10m &
+        echo runs/v2 > current-model.txt && kill -HUP %1      # blue/green swap
+        curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+          -d '{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}'
+        llmtools serve --batch smollm2 < eval.jsonl | llmtools score
+
+    \b
+    Exit codes: 0 stopped by SIGTERM after draining; 130 stopped by SIGINT; 2 bad options or the
+    port is taken; 4 the model or a serving dependency is missing.
+    """
+    from llmtools.ops import serve as ops
+
+    loader = ops.make_loader(
+        backend=None if backend == "auto" else backend,
+        api_key=model_api_key or os.environ.get("OPENAI_API_KEY"),
+        trust_pickle=trust_pickle,
+        threads=threads,
+        n_ctx=n_ctx,
+    )
+    if model and model_file:
+        raise UsageError("give MODEL or --model-file, not both")
+    ref = model or "smollm2"
+
+    if batch_mode:
+        return _batch(io, ops, loader, model_file, ref, batch_size, messages_field, output_field, chat,
+                      ops.Defaults(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                                   stop=tuple(stop)))
+
+    if io.inputs != ("-",):
+        raise UsageError("FILES are read only in --batch mode; the HTTP server takes requests over HTTP")
+    try:
+        keep = ops.KeepPolicy.parse(keep_previous)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if max_tokens > max_tokens_cap:
+        raise UsageError(f"--max-tokens {max_tokens} is above --max-tokens-cap {max_tokens_cap}")
+    config = ops.ServeConfig(
+        model_ref=ref,
+        model_file=model_file,
+        served_name=model_name,
+        host=host,
+        port=port,
+        api_keys=tuple(api_keys) or _split_env("LLMTOOLS_API_KEY"),
+        admin_keys=tuple(admin_keys) or _split_env("LLMTOOLS_ADMIN_KEY"),
+        max_body=ops.parse_size(max_body),
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        timeout=timeout,
+        micro_batch=micro_batch,
+        defaults=ops.Defaults(max_tokens=max_tokens, max_tokens_cap=max_tokens_cap, temperature=temperature, top_p=top_p,
+                              top_k=top_k, seed=seed, stop=tuple(stop)),
+        keep=keep,
+        log_path=log_path,
+        log_content=log_content,
+        quiet=io.quiet,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys and not io.quiet:
+        click.echo(f"llmtools serve: warning: listening on {host} without --api-key: anyone who can reach it can use it",
+                   err=True)
+    return ops.serve_http(config, loader)
+
+
+def _batch(io, ops, loader, model_file, ref, batch_size, messages_field, output_field, chat, defaults) -> int:
+    import time
+
+    from llmtools import console
+    from llmtools.ops.serve_http import read_model_file
+
+    if model_file:
+        ref = read_model_file(model_file)
+    job = io.job(validate=ops.validator(io.field, messages_field, defaults, chat))
+    started = time.perf_counter()
+    backend = loader(ref)
+    tokens = 0
+    try:
+        with job:
+            for record in ops.batch(job.records(), backend, defaults=defaults, batch_size=batch_size, field=io.field,
+                                    messages_field=messages_field, output_field=output_field, chat=chat):
+                usage = record.get("usage")
+                if isinstance(usage, dict):
+                    tokens += usage.get("completion_tokens") or 0
+                job.write(record)
+    finally:
+        backend.close()
+    elapsed = time.perf_counter() - started
+    console.show_summary(
+        "llmtools serve",
+        "batch",
+        {"model": backend.identity.short, "records": job.counts["out"], "bad": job.counts["bad"],
+         "completion tokens": tokens, "seconds": elapsed, "tokens/s": tokens / elapsed if elapsed else 0.0},
+        quiet=io.quiet,
+        verbose=io.verbose,
+    )
+    return 0

@@ -1,0 +1,68 @@
+"""Prometheus metrics for `llmtools serve`, in a private registry (no global state, so several
+servers, or tests, can live in one process)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, queue_depth: Callable[[], float], in_flight: Callable[[], float]):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "llmtools_requests", "Requests answered, by endpoint and HTTP status.", ["endpoint", "status"], registry=r
+        )
+        self.errors = Counter(
+            "llmtools_request_errors", "Requests that failed, by endpoint and error type.", ["endpoint", "type"], registry=r
+        )
+        self.latency = Histogram(
+            "llmtools_request_latency_seconds", "Time from request to last byte.", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            "llmtools_time_to_first_token_seconds",
+            "Time from request to the first generated token (queue wait included).",
+            ["endpoint"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter("llmtools_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
+        self.completion_tokens = Counter("llmtools_completion_tokens", "Completion tokens generated.", ["model"], registry=r)
+        self.rejected = Counter("llmtools_requests_rejected", "Requests refused before running, by reason.", ["reason"], registry=r)
+        self.swaps = Counter("llmtools_model_swaps", "Model version changes, by kind (load, rollback).", ["kind"], registry=r)
+        self.model_info = Gauge(
+            "llmtools_model_info", "Loaded model versions (1 = active, 0 = standby).", ["name", "sha256", "version"], registry=r
+        )
+        queue = Gauge("llmtools_queue_depth", "Admitted requests waiting for a worker.", registry=r)
+        queue.set_function(queue_depth)
+        flight = Gauge("llmtools_requests_in_flight", "Admitted requests, waiting or running.", registry=r)
+        flight.set_function(in_flight)
+
+    def observe(self, endpoint: str, status: int, latency_s: float, ttft_s: float | None, error: str | None,
+                model: str | None, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(latency_s)
+        if ttft_s is not None:
+            self.ttft.labels(endpoint).observe(ttft_s)
+        if error:
+            self.errors.labels(endpoint, error).inc()
+        if model:
+            if prompt_tokens:
+                self.prompt_tokens.labels(model).inc(prompt_tokens)
+            if completion_tokens:
+                self.completion_tokens.labels(model).inc(completion_tokens)
+
+    def set_models(self, slots) -> None:
+        self.model_info.clear()
+        for slot in slots:
+            ident = slot.identity
+            self.model_info.labels(ident.name, ident.sha256 or "", str(slot.version)).set(1 if slot.state == "active" else 0)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
