@@ -1,0 +1,77 @@
+"""The examples run for real: the cron scripts, and (slow) the lifecycle demo's shortened variant."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CRON = ROOT / "examples" / "cron"
+
+
+def _env():
+    env = dict(os.environ)
+    env["LLMTOOLS"] = str(Path(sys.executable).parent / "llmtools")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _write(path: Path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_nightly_dedup_is_incremental(tmp_path):
+    incoming, clean, state = tmp_path / "in", tmp_path / "clean", tmp_path / "state"
+    incoming.mkdir()
+    day1 = [{"id": f"d1-{i}", "text": f"ticket {i}: the {w} arrived broken and support never answered my emails about it"} for i, w in enumerate(["kettle", "lamp", "router"])]
+    _write(incoming / "2026-11-24.jsonl", day1)
+    run = lambda: subprocess.run(["bash", str(CRON / "nightly-dedup.sh"), str(incoming), str(clean), str(state)], env=_env(), capture_output=True, text=True, timeout=120)  # noqa: E731
+    first = run()
+    assert first.returncode == 0, first.stderr
+    day2 = [dict(day1[1], id="d2-0"), {"id": "d2-1", "text": "a completely new ticket about a refund for a missing bike lock part"}]
+    _write(incoming / "2026-11-25.jsonl", day2)
+    second = run()
+    assert second.returncode == 0, second.stderr
+    kept = [json.loads(x)["id"] for x in (clean / "2026-11-25.jsonl").read_text().splitlines()]
+    assert kept == ["d2-1"]
+    rejected = [json.loads(x) for x in (state / "rejects" / "2026-11-25.jsonl").read_text().splitlines()]
+    assert rejected[0]["record"]["id"] == "d2-0" and rejected[0]["dup_of"] == "d1-1"
+    mtime = (clean / "2026-11-24.jsonl").stat().st_mtime_ns
+    assert run().returncode == 0 and (clean / "2026-11-24.jsonl").stat().st_mtime_ns == mtime  # done batches are skipped
+
+
+def _requests(latency, n=50, status=200):
+    return [{"time": 1764100000 + i, "request_id": f"r{i}", "endpoint": "/v1/chat/completions", "status": status,
+             "latency_ms": latency, "ttft_ms": latency / 4, "prompt_tokens": 20, "completion_tokens": 30} for i in range(n)]
+
+
+def test_watch_alert_exit_codes(tmp_path):
+    healthy, slow = tmp_path / "ok.jsonl", tmp_path / "slow.jsonl"
+    _write(healthy, _requests(120.0))
+    _write(slow, _requests(120.0, n=10) + _requests(5000.0, n=40))
+    ok = subprocess.run(["bash", str(CRON / "watch-alert.sh"), str(healthy)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout == "", ok.stderr
+    bad = subprocess.run(["bash", str(CRON / "watch-alert.sh"), str(slow)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1, bad.stderr
+    assert "p95_latency_ms" in bad.stdout
+
+
+@pytest.mark.slow
+def test_lifecycle_demo_fast_variant(tmp_path):
+    """The documented shortened demo (FAST=1) end to end, so the demo cannot rot."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        ["make", "-C", str(ROOT / "examples" / "lifecycle"), "FAST=1", f"OUT={out}",
+         f"LLMTOOLS={Path(sys.executable).parent / 'llmtools'}", f"PYTHON={sys.executable}"],
+        capture_output=True, text=True, timeout=1500, env=_env(),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (out / "SUMMARY.txt").read_text()
+    assert "lineage: OK" in summary
+    report = json.loads((out / "quant-report.json").read_text())
+    assert report["type"].lower() == "q4_k_m" or "q4_k" in json.dumps(report).lower()
