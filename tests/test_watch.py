@@ -52,7 +52,8 @@ def test_help_summary_matches_registry(cli):
     from llmtools.cli import COMMANDS
     from llmtools.commands.watch import cli as command
 
-    assert command.__doc__.splitlines()[0] == COMMANDS["watch"]
+    assert command.help.splitlines()[0] == COMMANDS["watch"]
+    assert command.callback.__doc__.splitlines()[0] == COMMANDS["watch"]
     res = cli(["watch", "--help"])
     assert res.exit_code == 0 and "--follow" in res.stdout and "--prometheus-port" in res.stdout
 

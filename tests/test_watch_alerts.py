@@ -77,6 +77,7 @@ def test_for_duration_suppresses_a_short_spike_and_fires_on_a_long_one():
     assert _alert_records("p95_latency_ms > 800 for 2m", [100, 900, 100, 100]) == []
     alerts = _alert_records("p95_latency_ms > 800 for 2m", [100, 900, 900, 900, 100])
     assert [(a["state"], a["window"]) for a in alerts] == [("firing", 3), ("resolved", 5)]
+    assert alerts[0]["since"] == "1970-01-01T00:11:00Z" and alerts[0]["windows_true"] == 2
     alerts = _alert_records("p95_latency_ms > 800 for 3 windows", [900, 900, 100, 900, 900, 900])
     assert [(a["state"], a["window"]) for a in alerts] == [("firing", 6)]
 
@@ -97,3 +98,44 @@ def test_alert_on_drift_function_and_field_quantile():
     assert metrics[1]["drift"]["prompt_tokens"]["psi"] == 0.0
     assert metrics[2]["drift"]["prompt_tokens"]["drift"] is True
     assert metrics[2]["drifted_fields"] == ["prompt_tokens"]
+
+
+class _LetterEmbedder:
+    """A stand-in sentence encoder: normalised letter counts (deterministic, instant)."""
+
+    def embed(self, texts):
+        out = []
+        for text in texts:
+            vec = [text.count(c) for c in "abcdefghijklmnopqrstuvwxyz"]
+            norm = sum(v * v for v in vec) ** 0.5 or 1.0
+            out.append([v / norm for v in vec])
+        return out
+
+
+def test_embedding_drift_plumbing_with_a_stub_encoder():
+    mon = Monitor(WatchConfig(window="20", embed_sample=8), [Alert.from_text("emb(prompt) > 0.2")])
+    mon._embedder = _LetterEmbedder()
+    out = []
+    for i in range(40):
+        out += mon.feed({"prompt": "aaaa bbbb"}) or []
+    for i in range(20):
+        out += mon.feed({"prompt": "zzzz yyyy"}) or []
+    m = [r for r in out if r["type"] == "metrics"]
+    assert m[1]["drift"]["prompt"]["emb"] == pytest.approx(0.0, abs=1e-12)
+    assert m[2]["drift"]["prompt"]["emb"] == pytest.approx(1.0) and m[2]["drift"]["prompt"]["emb_drift"] is True
+    assert [r["state"] for r in out if r["type"] == "alert"] == ["firing"]
+
+
+@pytest.mark.slow
+def test_embedding_drift_with_the_offline_model(cli):
+    import json
+
+    pytest.importorskip("torch")
+    travel = ["what is the capital of france", "how tall is the eiffel tower", "best time to visit paris"]
+    code = ["fix this python traceback", "write a rust function to sort", "segfault in my C code"]
+    lines = [json.dumps({"prompt": travel[i % 3]}) for i in range(60)] + [json.dumps({"prompt": code[i % 3]}) for i in range(30)]
+    res = cli(["watch", "--window", "30", "--embed", "prompt", "--embed-sample", "30"], input="\n".join(lines))
+    assert res.exit_code == 0, res.stderr
+    m = res.records()
+    assert m[1]["drift"]["prompt"]["emb"] < 0.05  # same texts: the means coincide
+    assert m[2]["drift"]["prompt"]["emb"] > 0.3 and "prompt" in m[2]["drifted_fields"]

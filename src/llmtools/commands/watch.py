@@ -1,38 +1,4 @@
-"""Monitor a stream of events: metrics, drift and alerts.
-
-Reads JSONL events (serve's request log, finetune's metric stream, any records) from FILES, stdin
-or `--follow FILE`, and writes one `{"type": "metrics", ...}` record per window to stdout, plus
-`{"type": "alert", "state": "firing"|"resolved", ...}` records when an --alert rule changes.
-
-Per window: count, errors and error_rate (status >= 400 or a non-empty error field), p50/p95/p99
-of latency and TTFT, tokens_per_s, cost (with --price), feedback_mean, accuracy (where label and
-prediction fields exist), and count/mean/min/max/p50/p95/p99 of every numeric field. Quantiles
-come from a log-bucket sketch (1% relative error), so memory stays flat for any stream length.
-
-Drift against --reference FILE (or, without it, the first full window): PSI and the KS statistic
-(with its p-value) for numeric fields, the Jensen-Shannon distance for categorical fields
-(model.name, endpoint, --categorical) and --vocab text fields, and the cosine distance of mean
-sentence embeddings for --embed text fields. A field is flagged as drifted, as Evidently does it,
-by KS p < 0.05 when either sample has at most 1000 values, else by PSI >= 0.1; categorical and
-vocabulary fields by JS >= 0.1; embeddings by cosine distance >= 0.1.
-
-Alert rules (--alert, repeatable) compare window metrics: names from the metric record
-(error_rate, p95_latency_ms, count, tokens_per_s, cost, ...), and functions psi(F), ks(F),
-ks_p(F), js(F), emb(F), p50(F), p95(F), p99(F), quantile(F, Q), mean(F), min(F), max(F),
-count(F), sum(F); with and, or, not, + - * / and parentheses. `for 2m` or `for 3 windows` makes
-a rule wait until it has held that long, to stop flapping. `NAME: RULE` names a rule.
-
-\b
-Examples:
-  llmtools watch --follow requests.jsonl --window 5m --alert 'p95_latency_ms > 800 for 10m'
-  llmtools watch --once --reference baseline.jsonl --alert 'psi(prompt_tokens) > 0.2' < today.jsonl
-  llmtools watch --window 100 --alert 'mean(loss) > 5' < train-log.jsonl | grep '"alert"'
-  llmtools watch --follow requests.jsonl --prometheus-port 9464 > metrics.jsonl
-
-\b
-Exit codes: 0 done (alerts may have fired, except with --once); 1 with --once when any
-alert fired; 2 bad option or rule; 3 bad input line (see --on-error).
-"""
+"""`llmtools watch`: wires options to llmtools.ops.watch (metrics, drift, alerts over a stream)."""
 
 from __future__ import annotations
 
@@ -159,7 +125,41 @@ def cli(io: options.IOConfig, follow_path: str | None, poll: str, from_end: bool
         vocab: tuple[str, ...], embed: tuple[str, ...], embedder: str | None, embed_sample: int,
         psi_threshold: float, ks_pvalue: float, js_threshold: float, emb_threshold: float,
         prometheus_port: int | None, prometheus_host: str, dashboard: bool | None) -> int:
-    """Monitor a stream of events: metrics, drift and alerts."""
+    """Monitor a stream of events: metrics, drift and alerts.
+    
+    Reads JSONL events (serve's request log, finetune's metric stream, any records) from FILES, stdin
+    or `--follow FILE`, and writes one `{"type": "metrics", ...}` record per window to stdout, plus
+    `{"type": "alert", "state": "firing"|"resolved", ...}` records when an --alert rule changes.
+    
+    Per window: count, errors and error_rate (status >= 400 or a non-empty error field), p50/p95/p99
+    of latency and TTFT, tokens_per_s, cost (with --price), feedback_mean, accuracy (where label and
+    prediction fields exist), and count/mean/min/max/p50/p95/p99 of every numeric field. Quantiles
+    come from a log-bucket sketch (1% relative error), so memory stays flat for any stream length.
+    
+    Drift against --reference FILE (or, without it, the first full window): PSI and the KS statistic
+    (with its p-value) for numeric fields, the Jensen-Shannon distance for categorical fields
+    (model.name, endpoint, --categorical) and --vocab text fields, and the cosine distance of mean
+    sentence embeddings for --embed text fields. A field is flagged as drifted, as Evidently does it,
+    by KS p < 0.05 when either sample has at most 1000 values, else by PSI >= 0.1; categorical and
+    vocabulary fields by JS >= 0.1; embeddings by cosine distance >= 0.1.
+    
+    Alert rules (--alert, repeatable) compare window metrics: names from the metric record
+    (error_rate, p95_latency_ms, count, tokens_per_s, cost, ...), and functions psi(F), ks(F),
+    ks_p(F), js(F), emb(F), p50(F), p95(F), p99(F), quantile(F, Q), mean(F), min(F), max(F),
+    count(F), sum(F); with and, or, not, + - * / and parentheses. `for 2m` or `for 3 windows` makes
+    a rule wait until it has held that long, to stop flapping. `NAME: RULE` names a rule.
+    
+    \b
+    Examples:
+      llmtools watch --follow requests.jsonl --window 5m --alert 'p95_latency_ms > 800 for 10m'
+      llmtools watch --once --reference baseline.jsonl --alert 'psi(prompt_tokens) > 0.2' < today.jsonl
+      llmtools watch --window 100 --alert 'mean(loss) > 5' < train-log.jsonl | grep '"alert"'
+      llmtools watch --follow requests.jsonl --prometheus-port 9464 > metrics.jsonl
+    
+    \b
+    Exit codes: 0 done (alerts may have fired, except with --once); 1 with --once when any
+    alert fired; 2 bad option or rule; 3 bad input line (see --on-error).
+    """
     from llmtools.ops.watch import Monitor, WatchConfig, parse_duration
     from llmtools.ops.watch_alerts import Alert
 

@@ -85,7 +85,7 @@ def parse_time(value: Any) -> float | None:
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
+    if ts is None or not math.isfinite(ts):
         return None
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)
     text = dt.isoformat(timespec="milliseconds" if ts % 1 else "seconds")
@@ -592,8 +592,9 @@ class Monitor:
         out = [record]
         lookup = _lookup(record, window)
         for alert in self.alerts:
-            change = alert.step(lookup, start if start is not None else window.t_min if window.count else None,
-                                end if end is not None else (window.t_max if window.count and math.isfinite(window.t_max) else None),
+            has_t = window.count > 0 and math.isfinite(window.t_min)
+            change = alert.step(lookup, start if start is not None else (window.t_min if has_t else None),
+                                end if end is not None else (window.t_max if has_t else None),
                                 record.get("end"))
             if change:
                 out.append(self._alert_record(alert, change, record))
@@ -734,6 +735,7 @@ class Monitor:
         rec["start"], rec["end"] = window.get("start"), window.get("end")
         rec["values"] = dict(alert.values)
         if change == "firing":
+            rec["since"] = iso(alert.true_since)  # start of the first window the rule held in
             rec["windows_true"] = alert.true_windows
         if window.get("model") is not None:
             rec["model"] = window["model"]
