@@ -219,3 +219,26 @@ def test_real_pipe_grep_alert(tmp_path, venv_bin):
     proc = subprocess.run(cmd, shell=True, input=data, capture_output=True, timeout=60)
     lines = proc.stdout.decode().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["state"] == "firing"
+
+
+def test_quiet_live_stream_closes_time_window_by_wall_clock_and_counts_late_events():
+    from llmtools.ops.watch import Monitor, WatchConfig
+
+    now = [1000.0]
+    mon = Monitor(WatchConfig(window="1m", drift=False), clock=lambda: now[0])
+    assert mon.feed({"time": 1000.0, "latency_ms": 5}) is None
+    assert mon.feed({"time": 1010.0, "latency_ms": 6}) is None
+    now[0] = 1019.0
+    assert mon.tick() is None  # the window [960, 1020) is still open
+    now[0] = 1021.0
+    (closed,) = mon.tick()
+    assert closed["count"] == 2 and closed["end"] == "1970-01-01T00:17:00Z" and "partial" not in closed
+    assert mon.feed({"time": 1030.0}) is None
+    assert mon.feed({"time": 1001.0}) is None  # older than the open window: counted in it, as late
+    (last,) = mon.finish()
+    assert last["count"] == 2 and last["late"] == 1
+
+
+def test_empty_input_writes_nothing(cli):
+    res = cli(["watch", "--once", "--alert", "count > 0"], input=b"")
+    assert res.exit_code == 0 and res.stdout == ""
