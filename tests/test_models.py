@@ -259,9 +259,15 @@ def test_http_missing_endpoints_are_not_supported(http_model):
     from helpers.openai_server import serve_backend
 
     server = serve_backend.last
-    server.disabled.update({"/tokenize", "/v1/embeddings", "/apply-template"})
+    server.disabled.update({"/tokenize", "/v1/embeddings", "/apply-template", "echo"})
     try:
-        for call in (lambda: http_model.tokenize("hi"), lambda: http_model.embed(["hi"]), lambda: http_model.apply_chat_template(CHAT)):
+        calls = (
+            lambda: http_model.tokenize("hi"),
+            lambda: http_model.embed(["hi"]),
+            lambda: http_model.apply_chat_template(CHAT),
+            lambda: http_model.loglikelihood(["hello world"]),
+        )
+        for call in calls:
             with pytest.raises(NotSupported) as info:
                 call()
             assert info.value.exit_code == 4

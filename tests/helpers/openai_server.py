@@ -8,7 +8,7 @@ It speaks what the HTTP backend uses: /v1/models, /v1/completions (stream, echo 
         ...
 
 Fault injection: `server.faults` is a list of HTTP status codes returned, one per request, before
-normal service resumes; `server.disabled` is a set of paths that answer 404.
+normal service resumes; `server.disabled` is a set of paths that answer 404 (and "echo": echo + logprobs answer 400).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/v1/models":
             ident = self.server.backend.identity
-            entry = {"id": ident.name, "object": "model", "owned_by": "test", "llmtools": ident.to_dict()}
+            entry = {"id": ident.name, "object": "model", "owned_by": "test", "identity": ident.to_dict()}
             self._send(200, {"object": "list", "data": [entry]})
         else:
             self._send(404, {"error": {"message": "not found"}})
@@ -134,6 +134,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _completions(self, body: dict) -> None:
         b, prompt, params = self.server.backend, body["prompt"], _params(body)
         if body.get("echo") and body.get("logprobs") is not None:
+            if "echo" in self.server.disabled:  # like servers that cannot return prompt logprobs
+                self._send(400, {"error": {"message": "logprobs and echo are not supported"}})
+                return
             with self.server.lock:
                 self._send(200, self._echo_logprobs(prompt, params))
             return

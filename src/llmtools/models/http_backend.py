@@ -28,6 +28,14 @@ UNSUPPORTED_STATUS = {404, 405, 501}
 MAX_BACKOFF = 30.0
 
 
+class HttpError(LLMToolsError):
+    """The endpoint answered with an HTTP error status (kept in `status`)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class _Unsupported(Exception):
     """The server has no such endpoint (404/405/501); callers turn it into NotSupported."""
 
@@ -69,11 +77,12 @@ class HttpClient:
             raise _Unsupported(f"{url}: HTTP {code}")
         detail = _error_detail(response)
         if code in (401, 403):
-            raise LLMToolsError(
+            raise HttpError(
                 f"{url}: HTTP {code}, the endpoint refused the request ({detail}); "
-                "set --api-key or $LLMTOOLS_API_KEY / $OPENAI_API_KEY"
+                "set --api-key or $LLMTOOLS_API_KEY / $OPENAI_API_KEY",
+                code,
             )
-        raise LLMToolsError(f"{url}: HTTP {code}: {detail}")
+        raise HttpError(f"{url}: HTTP {code}: {detail}", code)
 
     def request(self, method: str, path: str, payload: dict | None = None) -> Any:
         """JSON in, JSON out, with retries. Raises _Unsupported on 404/405/501."""
@@ -169,16 +178,16 @@ def _pick_model(listing: Any, wanted: str | None, url: str) -> dict:
 
 
 def _identity_from_entry(entry: dict, url: str) -> ModelIdentity:
-    """An endpoint's identity. A server that lists `"llmtools": {identity}` in its /v1/models
-    entry (llmtools serve does) gives the served model's hash, parent and manifest."""
-    extra = entry.get("llmtools") if isinstance(entry.get("llmtools"), dict) else {}
+    """An endpoint's identity. A server that lists `"identity": {...}` (llmtools serve does) or
+    `"llmtools": {...}` in its /v1/models entry gives the served model's hash, parent, manifest."""
+    extra = next((entry[k] for k in ("identity", "llmtools") if isinstance(entry.get(k), dict)), {})
     return ModelIdentity(
         name=str(entry.get("id") or extra.get("name") or url),
         format="http",
         path=url,
         sha256=extra.get("sha256"),
         parent=extra.get("parent"),
-        manifest=extra.get("manifest"),
+        manifest=extra.get("manifest") or (entry.get("provenance") if isinstance(entry.get("provenance"), dict) else None),
     )
 
 
@@ -340,7 +349,12 @@ class HttpBackend(Backend):
     # -- scoring: echo the text back with the log-probability of each of its tokens
     def _score(self, text: str) -> LogLikelihood:
         body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 1}
-        out = self._post("/v1/completions", body, "score text (no echo + logprobs)")
+        try:
+            out = self._post("/v1/completions", body, "score text (no echo + logprobs)")
+        except HttpError as exc:
+            if exc.status in (400, 422):  # the server rejects echo/logprobs: it cannot score
+                raise NotSupported(f"{self.base_url}: the endpoint cannot score text with echo + logprobs ({exc.message})") from None
+            raise
         choice = (out.get("choices") or [{}])[0]
         logprobs = choice.get("logprobs") or {}
         values = logprobs.get("token_logprobs")
