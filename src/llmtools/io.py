@@ -7,6 +7,7 @@ the same everywhere.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -30,6 +31,13 @@ ON_ERROR_CHOICES = ("fail", "skip", "keep")
 
 def split_path(path: str) -> list[str]:
     """Split a dotted field path; a backslash escapes a literal dot (`a\\.b` is one key)."""
+    # Cached: Job.records() checks the field of every record, and parsing the path char by
+    # char each time cost more than parsing the JSON line.
+    return list(_split_path_cached(path))
+
+
+@functools.lru_cache(maxsize=512)
+def _split_path_cached(path: str) -> tuple[str, ...]:
     parts, cur, i = [], [], 0
     while i < len(path):
         ch = path[i]
@@ -44,7 +52,7 @@ def split_path(path: str) -> list[str]:
             cur.append(ch)
         i += 1
     parts.append("".join(cur))
-    return parts
+    return tuple(parts)
 
 
 def get_field(record: Any, path: str | list[str], default: Any = None) -> Any:
@@ -374,7 +382,9 @@ class Job:
 
     def _remember(self, record: dict, where: str) -> None:
         self._where[id(record)] = where
-        if len(self._where) > 1_000_000:  # bounded: ops that build new dicts never pop theirs
+        # Bounded, so memory stays flat on endless streams: a record that an op holds longer
+        # than this (or replaces with a new dict) is reported at the last line read instead.
+        if len(self._where) > 4096:
             self._where.popitem(last=False)
 
     def where(self, record: Any) -> str:
