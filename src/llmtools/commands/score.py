@@ -180,9 +180,11 @@ def _show(scorer, summary: dict, cfg: options.IOConfig) -> None:
             if cmp.get("p_value") is not None:
                 text += f" (p={cmp['p_value']:.3g})"
         rows[key] = text
-    for key, unparsed in (summary.get("judge") or {}).get("unparsed", {}).items():
-        if unparsed:
-            rows[f"{key}: unparsed verdicts"] = unparsed
+    judge = summary.get("judge") or {}
+    for what in ("unparsed", "failed"):
+        for key, count in judge.get(what, {}).items():
+            if count:
+                rows[f"{key}: {what} judgements"] = count
     for gate in summary.get("gates", []):
         direction = "under" if "under" in gate else "over"
         rows[f"gate {gate['metric']} ({direction} {gate[direction]:g})"] = "pass" if gate["passed"] else "FAIL"

@@ -411,6 +411,7 @@ class Scorer:
             summary["judge"] = {
                 "model": _identity(self.judge),
                 "unparsed": {j["metric"]: j["unparsed"] for j in judge_info},
+                "failed": {j["metric"]: j["failed"] for j in judge_info},
                 "calls": sum(j["judge_calls"] for j in judge_info),
             }
         if self.model is not None:

@@ -17,7 +17,8 @@ arithmetic is exact and testable and a weak judge can only be wrong, not unparse
 
 1-5 ratings are mapped to 0-1 as (rating - 1) / 4. Every judgement keeps the judge's reason. A
 verdict that cannot be parsed is counted (summary `judge.unparsed`), never fatal: the record's
-score is null and its raw reply is kept.
+score is null and its raw reply is kept. A prompt the judge fails on (longer than its
+context, say) is counted as `judge.failed` the same way, once the judge has answered at least once.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ NEEDS = {
     "answer_correctness": ("prediction", "reference"),
 }
 
+PREFILL = '{"score": '  # how a local judge's reply is started (see JudgeMetric._complete)
+
 MAX_STATEMENTS = 20  # sentences judged per record for faithfulness/context_recall
 
 _PLACEHOLDER = re.compile(r"\{(question|answer|context|reference|statement)\}")
@@ -115,9 +118,11 @@ class Verdict:
 _KEYS = ("score", "rating", "verdict", "grade", "value")
 _YES = {"yes", "true", "supported", "relevant", "useful", "correct", "y"}
 _NO = {"no", "false", "unsupported", "irrelevant", "not useful", "incorrect", "n"}
-_LABELLED = re.compile(r"(?i)\b(?:score|rating|verdict|grade)\b\s*[\"']?\s*[:=]?\s*[\"']?\s*(\d+(?:\.\d+)?)")
+# A number followed by "or 1" / "-5" is the prompt's template echoed back, not a verdict.
+_ECHO = r"(?!\s*(?:or\b|-\s*\d|to\s+\d))"
+_LABELLED = re.compile(r"(?i)\b(?:score|rating|verdict|grade)\b\s*[\"']?\s*[:=]?\s*[\"']?\s*(\d+(?:\.\d+)?)" + _ECHO)
 _FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*/\s*(?:5|10|1)\b")
-_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.])")
+_NUMBER = re.compile(r"(?<![\w.\-])(?<!or )(?<!to )(\d+(?:\.\d+)?)(?![\w.])" + _ECHO)
 _YESNO = re.compile(r"^\W*(yes|no)\b", re.I)
 
 
@@ -220,7 +225,9 @@ class JudgeMetric(Family):
         self.max_tokens = max_tokens
         self.seed = seed
         self.unparsed = 0
+        self.failed = 0
         self.calls = 0
+        self.answered = False
 
     def _questions(self, item: Item) -> list[str]:
         ctx = "\n\n".join(item.context)
@@ -235,7 +242,11 @@ class JudgeMetric(Family):
             return [render(self.template, context=c, question=q, reference=ref) for c in item.context]
         return [render(self.template, question=q, answer=ans, reference=ref, context=ctx)]
 
-    def _ask(self, prompts: list[str]) -> list[str]:
+    def _ask(self, prompts: list[str]) -> list[str | Exception]:
+        """The judge's replies; a prompt the judge fails on (too long for its context, say)
+        gets its exception instead, so one bad record does not end the run. Until the judge has
+        answered once, a failure is raised: a judge that never works is an error, not data."""
+        from llmtools.errors import LLMToolsError
         from llmtools.models.base import GenerationParams
 
         if not prompts:
@@ -243,7 +254,25 @@ class JudgeMetric(Family):
         params = GenerationParams(max_tokens=self.max_tokens, temperature=0.0, seed=self.seed)
         conversations = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}] for p in prompts]
         self.calls += len(prompts)
-        return [c.text for c in self.judge.chat_batch(conversations, params)]
+        try:
+            replies: list[str | Exception] = self._complete(conversations, params)
+            self.answered = True
+            return replies
+        except (LLMToolsError, ValueError) as exc:
+            if len(conversations) == 1:
+                if not self.answered:
+                    raise
+                return [exc]
+        replies = []
+        for conv in conversations:  # find which prompts fail
+            try:
+                replies.append(self._complete([conv], params)[0])
+                self.answered = True
+            except (LLMToolsError, ValueError) as exc:
+                replies.append(exc)
+        if not self.answered:
+            raise next(r for r in replies if isinstance(r, Exception))
+        return replies
 
     def score_batch(self, items: Sequence[Item]) -> list[dict[str, Any]]:
         per_item = [self._questions(item) for item in items]
@@ -251,10 +280,18 @@ class JudgeMetric(Family):
         replies = iter(self._ask(flat))
         out = []
         for questions in per_item:
-            verdicts = [parse_verdict(next(replies), self.kind) for _ in questions]
+            answers = [next(replies) for _ in questions]
+            failure = next((a for a in answers if isinstance(a, Exception)), None)
+            if failure is not None:
+                self.failed += 1
+                self.rows.append([0.0, 0.0])
+                out.append({self.name: None, "_judgement": {"error": f"judge failed: {failure}"}})
+                continue
+            verdicts = [parse_verdict(a, self.kind) for a in answers]
             value, detail = self._combine(verdicts)
             if value is None:
-                self.unparsed += 1
+                if "raw" in detail:
+                    self.unparsed += 1
                 self.rows.append([0.0, 0.0])
             else:
                 self.rows.append([value, 1.0])
@@ -278,8 +315,18 @@ class JudgeMetric(Family):
             value = sum(scores) / len(scores)
         return value, {"verdicts": scores, "reasons": [v.reason for v in verdicts]}
 
+    def _complete(self, conversations: list[list[dict]], params: Any) -> list[str]:
+        """Chat with the judge. A local model (HF directory or GGUF) gets its reply started
+        for it with `{"score": ` (prefilled after its own chat template), which keeps small
+        models on the JSON format; an endpoint gets plain chat completions."""
+        fmt = getattr(getattr(self.judge, "identity", None), "format", None)
+        if fmt in ("hf", "gguf") and hasattr(self.judge, "generate_batch"):
+            prompts = [self.judge.apply_chat_template(c) + PREFILL for c in conversations]
+            return [PREFILL + c.text for c in self.judge.generate_batch(prompts, params)]
+        return [c.text for c in self.judge.chat_batch(conversations, params)]
+
     def finalize(self, sums):
         return {self.name: sums[0] / sums[1] if sums and sums[1] else None}
 
     def extra(self):
-        return {"unparsed": self.unparsed, "judge_calls": self.calls}
+        return {"unparsed": self.unparsed, "failed": self.failed, "judge_calls": self.calls}
