@@ -1,0 +1,173 @@
+"""`llmtools normalize`: wires options to ops.normalize (see the command docstring for the behaviour)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from llmtools import console, options
+from llmtools.errors import UsageError
+
+
+def _list_steps(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from llmtools.ops.normalize import DEFAULT_STEPS, STEPS
+
+    for i, (name, what) in enumerate(STEPS.items(), 1):
+        mark = "*" if name in DEFAULT_STEPS else " "
+        click.echo(f"{i:2d} {mark} {name:<12} {what}")
+    click.echo("(* = default; steps always run in this order)")
+    ctx.exit(0)
+
+
+def _regexes(values: tuple[str, ...], option: str) -> list[re.Pattern]:
+    out = []
+    for value in values:
+        try:
+            out.append(re.compile(value))
+        except re.error as exc:
+            raise UsageError(f"{option} '{value}': invalid regular expression: {exc}") from None
+    return out
+
+
+@click.command("normalize")
+@options.io_options()
+@click.option("--steps", "steps", multiple=True, metavar="SPEC",
+              help="Steps to run: `+name`/`-name` change the defaults (`+lowercase,-mojibake`), a bare list "
+                   "replaces them (`nfc,whitespace`); `default`, `all`, `none` are groups. Repeatable.")
+@click.option("--list-steps", is_flag=True, expose_value=False, is_eager=True, callback=_list_steps,
+              help="Print every step in run order, marking the defaults, and exit.")
+@click.option("--newlines", type=click.Choice(["keep", "paragraphs", "none"]), default="keep", show_default=True,
+              help="whitespace step: keep line breaks (blank-line runs become one), join lines inside "
+                   "paragraphs, or put everything on one line.")
+@click.option("--date-order", type=click.Choice(["mdy", "dmy"]), default="mdy", show_default=True,
+              help="dates step: how to read ambiguous numeric dates like 3/5/2024.")
+@click.option("--redact", "redact", metavar="KINDS",
+              help="Redact these PII kinds and add the pii step: any of email, phone, ip (ipv4, ipv6), card, "
+                   "iban, or `all`.")
+@click.option("--keep-empty", is_flag=True, help="Keep records whose text is empty after normalizing.")
+@click.option("--min-chars", type=click.IntRange(0), metavar="N", help="Drop texts shorter than N characters.")
+@click.option("--max-chars", type=click.IntRange(0), metavar="N", help="Drop texts longer than N characters.")
+@click.option("--min-words", type=click.IntRange(0), metavar="N", help="Drop texts with fewer than N words (whitespace-separated).")
+@click.option("--max-words", type=click.IntRange(0), metavar="N", help="Drop texts with more than N words.")
+@click.option("--include", multiple=True, metavar="REGEX",
+              help="Keep only texts matching REGEX (Python syntax; repeatable: any may match).")
+@click.option("--exclude", multiple=True, metavar="REGEX", help="Drop texts matching REGEX (repeatable).")
+@click.option("--lang", "langs", multiple=True, metavar="CODES",
+              help="Keep only texts in these ISO 639-1 languages (`en,de`; repeatable), by py3langid's offline model.")
+@click.option("--lang-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="--lang: minimum confidence; texts below it are dropped as uncertain.")
+@click.option("--quality", is_flag=True, help="Apply Gopher quality rules to texts of at least 50 words (see below).")
+@click.option("--quality-skip", multiple=True, metavar="RULES",
+              help="--quality: switch rules off (comma list: symbol-ratio, word-length, ellipsis-lines, bullet-lines, "
+                   "alpha-words, dup-lines, dup-paragraphs, top-ngrams, dup-ngrams).")
+@click.option("--quality-set", multiple=True, metavar="KEY=VALUE",
+              help="--quality: change a threshold, e.g. `max_symbol_ratio=0.2`, `min_words=100` (see docs).")
+@click.option("--explain", is_flag=True,
+              help="Add `_llmtools.normalize.changed`: the steps that changed each record (and PII counts, language).")
+def cli(io: options.IOConfig, steps: tuple[str, ...], newlines: str, date_order: str, redact: str | None,
+        keep_empty: bool, min_chars: int | None, max_chars: int | None, min_words: int | None,
+        max_words: int | None, include: tuple[str, ...], exclude: tuple[str, ...], langs: tuple[str, ...],
+        lang_threshold: float, quality: bool, quality_skip: tuple[str, ...], quality_set: tuple[str, ...],
+        explain: bool) -> None:
+    """Clean, normalize, filter and redact text records.
+
+    Rewrites the text field (--field) of each JSONL record; every other field is kept as it
+    is. With no options it does safe, meaning-preserving cleaning: repair mojibake, drop
+    control and invisible characters, NFC, straight quotes, plain dashes, and collapse
+    whitespace while keeping line breaks and indentation. Records whose text ends up empty are
+    dropped. Output is deterministic.
+
+    \b
+    Steps, in the order they always run (* = default; --list-steps for details):
+      mojibake*  controls*  nfc* | nfkc  quotes*  dashes*  pii  dates  currency
+      numbers  lowercase  punctuation  whitespace*
+
+    Filters run after the steps, on the normalized text, cheapest first: empty, --min/max-chars,
+    --min/max-words, --include, --exclude, --quality, --lang. A dropped record goes, unchanged,
+    to --rejects with its reason (`empty`, `min-chars`, ..., `quality:dup-lines`, `lang`).
+
+    --quality applies Gopher's rules (Rae et al. 2021) with their published thresholds; they
+    are off by default because they were tuned on web pages and misjudge short texts, and
+    even when on they skip texts under 50 words (--quality-set min_words=N), so short
+    instruction records are never dropped by them.
+
+    \b
+    Examples:
+        llmtools normalize < raw.jsonl > clean.jsonl
+        llmtools normalize --steps +lowercase,+punctuation --newlines none data.jsonl
+        llmtools normalize --redact email,phone,card --explain -v chats.jsonl
+        llmtools normalize --steps +dates,+currency --date-order dmy invoices.jsonl
+        llmtools normalize --lang en --min-words 3 --quality --rejects dropped.jsonl web.jsonl.gz
+        llmtools normalize --field messages.0.content --steps nfkc,whitespace chat.jsonl
+
+    \b
+    Exit codes: 0 ok, 2 bad option (unknown step, invalid regex), 3 bad input line (per
+    --on-error), 4 py3langid missing (--lang).
+    """
+    from llmtools.ops import normalize as ops
+
+    try:
+        chosen = ops.parse_steps(list(steps) or None)
+        pii_kinds = ops.PII_KINDS
+        if redact is not None:
+            from llmtools.ops.normalize_pii import parse_kinds
+
+            pii_kinds = parse_kinds(redact)
+            if "pii" not in chosen:
+                chosen = ops.parse_steps(list(chosen) + ["pii"])
+        quality_cfg = None
+        if quality:
+            from llmtools.ops import normalize_filters as F
+
+            quality_cfg = F.QualityConfig(F.parse_quality_rules(quality_skip), F.parse_quality_thresholds(quality_set))
+        elif quality_skip or quality_set:
+            raise UsageError("--quality-skip and --quality-set need --quality")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    lang_set = frozenset(c.strip().lower() for v in langs for c in v.split(",") if c.strip()) or None
+    for lo, hi, name in ((min_chars, max_chars, "chars"), (min_words, max_words, "words")):
+        if lo is not None and hi is not None and lo > hi:
+            raise UsageError(f"--min-{name} {lo} is greater than --max-{name} {hi}")
+    filters = ops.Filters(
+        drop_empty=not keep_empty, min_chars=min_chars, max_chars=max_chars, min_words=min_words,
+        max_words=max_words, include=_regexes(include, "--include"), exclude=_regexes(exclude, "--exclude"),
+        langs=lang_set, lang_threshold=lang_threshold, quality=quality_cfg,
+    )
+    if lang_set:
+        _check_langs(lang_set)
+
+    stats = ops.Stats()
+    job = io.job()
+    with job:
+        write = job.write
+        for record in ops.normalize(
+            job.records(), field=io.field or "text", steps=chosen, filters=filters, explain=explain,
+            on_drop=job.reject, stats=stats, newlines=newlines, date_order=date_order, pii_kinds=pii_kinds,
+        ):
+            write(record)
+
+    rows: dict[str, Any] = {"records in": job.counts["in"], "records out": job.counts["out"]}
+    if job.counts["bad"]:
+        rows["bad lines"] = job.counts["bad"]
+    for reason, n in sorted(job.reasons.items()):
+        rows[f"dropped: {reason}"] = n
+    rows["changed"] = stats.changed
+    for name in chosen:
+        rows[f"step {name}"] = stats.steps.get(name, 0)
+    for kind, n in sorted(stats.pii.items()):
+        rows[f"pii {kind}"] = n
+    console.show_summary("llmtools normalize", "summary", rows, quiet=io.quiet, verbose=io.verbose)
+
+
+def _check_langs(codes: frozenset[str]) -> None:
+    """Load the model before any output, so an unknown code is a usage error, not a silent drop-all."""
+    from llmtools.ops.normalize_filters import known_languages
+
+    known = known_languages()
+    unknown = sorted(codes - known)
+    if unknown:
+        raise UsageError(f"--lang: unknown language code(s) {', '.join(unknown)} (py3langid knows {len(known)}, e.g. en, de, fr, zh)")
