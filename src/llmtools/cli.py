@@ -31,6 +31,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _ClosedPipe(Exception):
+    """stdout's reader went away."""
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -40,6 +44,15 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(f"llmtools.commands.{name}")
         return module.cli
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            # click's main() turns EPIPE into exit 1 even with standalone_mode=False; a closed
+            # pipe (`llmtools ... | head -1`) is a normal end, so it is passed on under a type
+            # click does not catch.
+            raise _ClosedPipe() from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
@@ -109,6 +122,9 @@ def main(argv: list[str] | None = None) -> Any:
         sys.stderr.write("llmtools: interrupted\n")
         code = errors.INTERRUPTED
     except BrokenPipeError:
+        _silence_stdout()
+        code = errors.OK
+    except _ClosedPipe:
         _silence_stdout()
         code = errors.OK
     except errors.LLMToolsError as exc:
