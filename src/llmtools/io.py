@@ -125,7 +125,12 @@ def dumps(record: Any) -> bytes:
     try:
         return orjson.dumps(record)
     except TypeError:
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (valid as a JSON escape, not as UTF-8): keep it as an escape.
+            return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 _LONG_DIGITS = re.compile(rb"\d{19}")
