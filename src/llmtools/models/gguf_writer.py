@@ -220,6 +220,28 @@ def _pre_tokenizer_name(tokenizer_json: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _pre_from_source_gguf(hf_dir: Path) -> str | None:
+    """For an HF directory that llmtools converted from a GGUF, that GGUF's pre-tokenizer name.
+
+    transformers' GGUF-to-HF conversion writes a plain ByteLevel pre-tokenizer, losing details
+    such as SmolLM's digit splitting; the source file still knows them.
+    """
+    from llmtools import provenance
+
+    manifest = provenance.read_manifest(str(hf_dir)) or {}
+    base = manifest.get("base_model") if isinstance(manifest.get("base_model"), dict) else {}
+    source = base.get("path") if manifest.get("kind") == "gguf-to-hf" else None
+    if not source or not str(source).endswith(".gguf") or not os.path.isfile(source):
+        return None
+    try:
+        import gguf
+
+        field = gguf.GGUFReader(source, "r").fields.get("tokenizer.ggml.pre")
+        return str(field.contents()) if field is not None else None
+    except Exception:
+        return None
+
+
 def _bpe_vocab(hf_dir: Path, tokenizer_json: Mapping[str, Any], n_vocab: int):
     """tokens, token types for a byte-level BPE tokenizer.json (GPT-2 style)."""
     import gguf
@@ -271,7 +293,7 @@ def add_vocab(writer, hf_dir: str | os.PathLike, n_vocab: int, warn: Callable[[s
     info: dict[str, Any] = {}
     if byte_level_bpe:
         tokens, types = _bpe_vocab(hf, tokenizer_json, n_vocab)
-        pre = _pre_tokenizer_name(tokenizer_json)
+        pre = _pre_from_source_gguf(hf) or _pre_tokenizer_name(tokenizer_json)
         if pre is None:
             pre = "default"
             if warn:
