@@ -172,7 +172,7 @@ class TextNormalizer:
             if new is not text:
                 changed.append(name)
                 text = new
-        if self.mojibake and changed and not text.isascii():
+        if self.mojibake and changed and not text.isascii() and not _CANNOT_EXPOSE_MOJIBAKE.issuperset(changed):
             # A later step can expose mojibake that ftfy did not see (a removed zero-width char
             # between two halves of a broken sequence). Re-run until nothing changes, so that
             # normalize(normalize(x)) == normalize(x). The check is cheap; reruns are rare.
@@ -192,6 +192,10 @@ class TextNormalizer:
         return text, changed
 
 
+# Steps that only swap one non-ASCII character for ASCII punctuation ("’" -> "'"): they cannot
+# create a new ftfy BADNESS match (each needs two adjacent non-ASCII characters, or 'Ã'/'Â'
+# before a space, or a letter where these put punctuation), so after them no re-check is needed.
+_CANNOT_EXPOSE_MOJIBAKE = frozenset({"mojibake", "quotes", "dashes"})
 _NOOP_ON_ASCII = frozenset({"mojibake", "nfc", "nfkc", "quotes", "dashes"})
 _PLACEHOLDER_LOWER = re.compile(r"<(?:email|phone|ipv4|ipv6|credit_card|iban)>")
 
@@ -355,7 +359,8 @@ def normalize(
         if info is not None:
             info = {"changed": changed, **info}
             if pii_before is not None:
-                found = {k: v - pii_before.get(k, 0) for k, v in redactor.counts.items() if v - pii_before.get(k, 0)}  # type: ignore[union-attr]
+                counts = redactor.counts  # type: ignore[union-attr]
+                found = {k: counts[k] - pii_before.get(k, 0) for k in PII_KINDS if counts[k] - pii_before.get(k, 0)}
                 if found:
                     info["pii"] = found
             _explain(rec, info)

@@ -191,6 +191,8 @@ def mojibake_suspected(text: str) -> bool:
     if text.isascii():
         return False
     _, _, na, raw, chars = _profile(text)
+    if raw is None:
+        raw = text.encode("utf-8", "surrogatepass")
     if not (
         not chars.isdisjoint(_C1_SURROGATES)
         or b"cL" in raw.translate(_UTF8_CLASS)
@@ -334,8 +336,15 @@ _DASH_CHARS = frozenset(map(chr, _DASHES))
 
 def _replace_all(text: str, found: frozenset[str], table: dict[int, str]) -> str:
     # str.replace per character present beats str.translate (a dict lookup per character).
+    global _last_profile
+    _, ctrl, na, _, _ = _profile(text)
     for ch in found:
-        text = text.replace(ch, table[ord(ch)])
+        rep = table[ord(ch)]
+        text = text.replace(ch, rep)
+        na = na.replace(ch, "" if rep.isascii() else rep)
+    # The replacements are printable and C0-free, so the next step's profile follows from this
+    # one without another pass over the text (the UTF-8 bytes are recomputed only if needed).
+    _last_profile = (text, ctrl, na, None, frozenset(na))  # type: ignore[assignment]
     return text
 
 
