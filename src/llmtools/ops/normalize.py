@@ -241,6 +241,13 @@ class Filters:
             self._quality_check, self._language_of = F.quality_check, F.language_of
 
     @property
+    def only_empty(self) -> bool:
+        """True when the only filter is the empty-text one (the default): the loop inlines it."""
+        return self.drop_empty and self.active and not Filters(drop_empty=False, **{
+            k: getattr(self, k) for k in ("min_chars", "max_chars", "min_words", "max_words", "include", "exclude",
+                                          "langs", "quality")}).active
+
+    @property
     def active(self) -> bool:
         return bool(
             self.drop_empty
@@ -300,7 +307,6 @@ class Stats:
         self.steps: Counter[str] = Counter()
         self.pii: Counter[str] = Counter()
         self.changed = 0
-        self.seen = 0
 
 
 def normalize(
@@ -325,13 +331,13 @@ def normalize(
     norm = TextNormalizer(steps, newlines=newlines, date_order=date_order, pii_kinds=pii_kinds)
     filters = Filters() if filters is None else filters
     check = filters.check if filters.active else None
+    empty_only = filters.only_empty and not explain
     stats = Stats() if stats is None else stats
     keys = split_path(field)
     flat = keys[0] if len(keys) == 1 else None
     redactor = norm.redactor
     step_counts = stats.steps
     for rec in records:
-        stats.seen += 1
         if flat is not None:
             text = rec.get(flat) if isinstance(rec, dict) else None
         else:
@@ -342,7 +348,12 @@ def normalize(
         pii_before = dict(redactor.counts) if (redactor is not None and explain) else None
         new, changed = norm(text)
         info: dict[str, Any] | None = {} if explain else None
-        if check is not None:
+        if empty_only:
+            if not new or new.isspace():
+                if on_drop is not None:
+                    on_drop(rec, "empty")
+                continue
+        elif check is not None:
             hit = check(new, info)
             if hit is not None:
                 if on_drop is not None:

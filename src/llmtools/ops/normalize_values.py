@@ -149,7 +149,10 @@ def _currency_sub(m: re.Match) -> str:
         code = CURRENCY_SYMBOLS[g["sym2"]] if g["sym2"] is not None else g["code2"]
         amt, scale, neg = g["amt3"], g["sc3"], g["neg3"]
     scale = scale.strip()
-    return f"{neg or ''}{canonical_amount(amt)}{' ' + scale if scale else ''} {code}"
+    if scale:
+        # words keep a space (5 million), abbreviations stay attached (5k, 3.5bn)
+        scale = f" {scale}" if len(scale) > 2 else scale
+    return f"{neg or ''}{canonical_amount(amt)}{scale} {code}"
 
 
 def unify_currency(text: str) -> str:
