@@ -1,0 +1,118 @@
+"""Stress: 16 concurrent clients x 200 requests each against `llmtools serve` (smollm2 GGUF).
+
+A mix of non-streamed completions, streamed chat (with include_usage) and /v1/models, over
+keep-alive connections, all to 127.0.0.1. Requests are short (a few tokens) so 3,200 of them
+fit in a few minutes on a 2-core machine; the point is the server's behaviour under a full
+queue, not generation speed. Exits 1 if any response is a 5xx or a transport error.
+
+    .venv/bin/python benchmarks/serve/stress.py [--clients 16] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import BIN, free_port, percentile, wait_up  # noqa: E402
+
+PROMPTS = ["Hi", "Say yes.", "Count: 1 2 3", "Red, green and", "The sky is", "Hello there"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=200, help="per client")
+    ap.add_argument("--max-tokens", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"llmtools-serve-stress-{port}.jsonl"
+    server = subprocess.Popen(
+        [str(BIN / "llmtools"), "serve", args.model, "--port", str(port), "--threads", str(args.threads), "--log", str(log),
+         "-q"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    statuses: Counter = Counter()
+    errors: Counter = Counter()
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=300) as c:
+            for n in range(args.requests):
+                prompt = PROMPTS[(i + n) % len(PROMPTS)]
+                kind = n % 10
+                t0 = time.perf_counter()
+                try:
+                    if kind < 7:
+                        r = c.post("/v1/completions", json={"prompt": prompt, "max_tokens": args.max_tokens})
+                        ok = r.status_code != 200 or r.json()["usage"]["completion_tokens"] <= args.max_tokens
+                    elif kind < 9:
+                        body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": args.max_tokens,
+                                "stream": True, "stream_options": {"include_usage": True}}
+                        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                            lines = [line for line in r.iter_lines() if line]
+                        ok = r.status_code != 200 or lines[-1] == "data: [DONE]"
+                    else:
+                        r = c.get("/v1/models")
+                        ok = r.status_code != 200 or r.json()["data"][0]["active"] is True
+                except httpx.TransportError as exc:
+                    with lock:
+                        errors[type(exc).__name__] += 1
+                    continue
+                dt = time.perf_counter() - t0
+                with lock:
+                    statuses[r.status_code] += 1
+                    latencies.append(dt)
+                    if not ok:
+                        errors["bad body"] += 1
+
+    try:
+        wait_up(url, server, "/health")
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        metrics = httpx.get(f"{url}/metrics").text
+    finally:
+        server.terminate()
+        code = server.wait(60)
+    logged = Counter(json.loads(line)["status"] for line in log.read_text().splitlines())
+    log.unlink()
+    total = sum(statuses.values())
+    five = sum(n for s, n in statuses.items() if s >= 500)
+    result = {
+        "clients": args.clients,
+        "requests": args.clients * args.requests,
+        "answered": total,
+        "statuses": dict(statuses),
+        "5xx": five,
+        "transport_errors": dict(errors),
+        "wall_s": round(wall, 1),
+        "requests_per_s": round(total / wall, 1),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+        "p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+        "logged_statuses": dict(logged),
+        "server_exit": code,
+        "metrics_requests_lines": [line for line in metrics.splitlines() if line.startswith("llmtools_requests_total")],
+    }
+    print(json.dumps(result, indent=1))
+    sys.exit(1 if five or errors or total != args.clients * args.requests or code != 0 else 0)
+
+
+if __name__ == "__main__":
+    main()
