@@ -232,8 +232,9 @@ def test_existing_output_needs_overwrite(cli, tiny_model_dir, tmp_path):
     res = cli(["finetune", "--base", tiny_model_dir, "-o", tmp_path / "out", "--max-steps", "1", data])
     assert res.exit_code == 2 and "--overwrite" in res.stderr
     assert (tmp_path / "out" / "keep.txt").exists()
-    res = cli(["finetune", "--base", tiny_model_dir, "-o", tmp_path / "out", "--max-steps", "1", "--overwrite", data])
+    res = cli(["finetune", "--base", tiny_model_dir, "-o", tmp_path / "out", "--max-steps", "1", "--overwrite", "--resume", data])
     assert res.exit_code == 0 and not (tmp_path / "out" / "keep.txt").exists()
+    assert "no checkpoint" in res.stderr and "starting from scratch" in res.stderr
     assert (tmp_path / "out" / "model.safetensors").exists()
 
 
@@ -364,3 +365,35 @@ def test_torchrun_two_processes_match_one(cli, tiny_model_dir, tmp_path):
         assert r["loss"] == pytest.approx(ref[r["step"]]["loss"], rel=1e-4)
     assert recs[-1]["eval_loss"] == pytest.approx(_finals(single)[0]["eval_loss"], rel=1e-4)
     assert not (tmp_path / "two.partial").exists()
+
+
+# --------------------------------------------------------------------------- the real default model
+
+
+@pytest.mark.slow
+def test_smollm2_lora_lowers_held_out_perplexity_on_the_bundled_task(tmp_path):
+    """LoRA on smollm2 with the bundled order-extraction task: held-out perplexity must drop."""
+    import llmtools
+
+    data_dir = Path(llmtools.__file__).parent / "data" / "finetune"
+    eval_lines = (data_dir / "orders-eval.jsonl").read_text().splitlines()[:24]
+    ev = tmp_path / "eval.jsonl"
+    ev.write_text("\n".join(eval_lines) + "\n")
+    out = tmp_path / "orders"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmtools", "finetune", "--base", "smollm2", "-o", str(out), "--eval-file", str(ev),
+         "--max-steps", "16", "--batch-size", "4", "--max-seq-len", "128", "--lr", "1e-3", "--log-every", "4",
+         "--save-every", "0", str(data_dir / "orders-train.jsonl")],
+        capture_output=True, env=dict(_env(), OMP_NUM_THREADS="2"), timeout=900, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    recs = [json.loads(x) for x in proc.stdout.decode().splitlines()]
+    before, final = recs[0], recs[-1]
+    assert before["type"] == "eval" and before["step"] == 0 and final["type"] == "final"
+    assert final["eval_perplexity"] < before["eval_perplexity"] * 0.7, (before, final)
+    losses = [r["loss"] for r in recs if r["type"] == "train"]
+    assert losses[-1] < losses[0]
+    man = _manifest(out)
+    assert man["base_model"]["name"] == "smollm2" and man["base_model"]["sha256"]
+    assert man["inputs"]["train"]["records"] == 300
+    assert (out / "model.safetensors").is_file() and (out / "chat_template.jinja").is_file()

@@ -178,6 +178,11 @@ def cli(io: options.IOConfig, config: str | None, base: str, prompt_field: str, 
                        "parent": base_id.get("name") if base_id else None},
             )
 
+        if resume and job is not None:
+            from llmtools.ops import finetune_ckpt
+
+            if finetune_ckpt.latest_checkpoint(io.output) is None:
+                job.warn(f"--resume: no checkpoint in {finetune_ckpt.checkpoints_dir(io.output)}; starting from scratch")
         emit = job.write if job is not None else (lambda r: None)
         reject = (lambda rec, reason: job.reject(rec, reason)) if job is not None else None
         with console.progress("finetune steps", quiet=io.quiet or not dist.main) as advance:
