@@ -130,3 +130,40 @@ def test_embedder_missing_is_exit_4(cli, tmp_path):
     res = cli(["score", "--metric", "embedding", "--embedder", "no-such-embedding-package"], input=jsonl(PAIRS))
     assert res.exit_code == 4
     assert "pip install no-such-embedding-package" in res.stderr
+
+
+@pytest.mark.slow
+def test_default_model_perplexity_and_judge(cli):
+    """The real default model (SmolLM2-135M GGUF): perplexity is sane, the judge runs end to end."""
+    from llmtools.models import load_model
+
+    data = [
+        {
+            "question": "What is the capital of France?",
+            "context": ["France borders Spain.", "Paris is the capital of France."],
+            "prediction": "Paris is the capital of France.",
+            "reference": "The capital of France is Paris.",
+        },
+        {
+            "question": "What colour is the sky?",
+            "context": "On a clear day the sky is blue.",
+            "prediction": "The sky is blue on a clear day.",
+            "reference": "Blue.",
+        },
+    ]
+    res = cli(["score", "--metric", "perplexity,answer_relevance,context_precision", "--judge-max-tokens", "24"], input=jsonl(data))
+    assert res.exit_code == 0, res.stderr
+    recs = res.records()
+    summary = recs[-1]
+    model = load_model("smollm2")
+    expected = model.perplexity([d["prediction"] for d in data])
+    assert summary["metrics"]["perplexity"] == pytest.approx(expected, rel=1e-4)
+    assert 1.0 < summary["metrics"]["perplexity"] < 1000.0
+    assert summary["judge"]["model"]["name"] == "smollm2"
+    # 1 + 1 relevance ratings, 2 + 1 context chunks
+    assert summary["judge"]["calls"] == 5
+    for rec in recs[:-1]:
+        for metric in ("answer_relevance", "context_precision"):
+            value = rec["scores"][metric]
+            assert value is None or 0.0 <= value <= 1.0
+            assert metric in rec["judgements"]
