@@ -52,6 +52,12 @@ def test_streams_what_it_generates(smollm2):
     params = GenerationParams(max_tokens=20, temperature=0.8, seed=11)
     prompt = smollm2.apply_chat_template([{"role": "user", "content": "Name three colours."}])
     assert "".join(c.text for c in smollm2.stream(prompt, params)) == smollm2.generate(prompt, params).text
+    question = smollm2.apply_chat_template(QUESTION)
+    for params in (GenerationParams(max_tokens=24), GenerationParams(max_tokens=24, stop=["Paris"])):
+        done = smollm2.generate(question, params)
+        last = list(smollm2.stream(question, params))[-1]
+        assert (last.finish_reason, last.completion_tokens) == (done.finish_reason, done.completion_tokens)
+    assert done.text.endswith("is ") and done.finish_reason == "stop"
 
 
 def test_torch_copy_is_cached_with_the_source_hash():

@@ -16,7 +16,7 @@ import threading
 from typing import Any, Iterator, Sequence
 
 from llmtools.errors import LLMToolsError, require
-from llmtools.models._text import fallback_chat_prompt, render_chat_template, sliding_windows
+from llmtools.models._text import StopScanner, fallback_chat_prompt, render_chat_template, sliding_windows
 from llmtools.models.base import Backend, Chunk, Completion, GenerationParams, LogLikelihood, ModelIdentity
 from llmtools.models.identity import local_identity
 from llmtools.models.refs import ResolvedRef
@@ -187,19 +187,34 @@ class LlamaBackend(Backend):
                 yield Chunk("", "length", n_prompt, 0)
                 return
             self._check_room(n_prompt, params.max_tokens)
-            finish = "stop"
+            # Stop sequences are cut here rather than by llama.cpp, so the end of the stream
+            # tells an end-of-sequence token (not evaluated) from a stop or length cut.
+            kwargs = {**self._completion_kwargs(params), "stop": None}
+            scanner = StopScanner(params.stop)
+            finish = "length"
+            parts = self.llm.create_completion(prompt, stream=True, **kwargs)
             try:
-                for part in self.llm.create_completion(prompt, stream=True, **self._completion_kwargs(params)):
+                for part in parts:
                     choice = part["choices"][0]
-                    if choice.get("text"):
-                        yield Chunk(choice["text"])
+                    piece = scanner.feed(choice.get("text") or "")
+                    if piece:
+                        yield Chunk(piece)
+                    if scanner.stopped:
+                        finish = "stop"
+                        break
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
             except ValueError as exc:
                 raise LLMToolsError(f"llama.cpp: {exc}") from exc
-            # The context now holds the prompt and every sampled token but the last one.
-            generated = max(self.llm.n_tokens - n_prompt + 1, 0)
-        yield Chunk("", finish, n_prompt, generated)
+            finally:
+                parts.close()
+            tail = scanner.flush()
+            if tail:
+                yield Chunk(tail)
+            # The context holds the prompt and every sampled token except the last one, which
+            # is never evaluated; an end-of-sequence token is sampled but not counted.
+            generated = self.llm.n_tokens - n_prompt + (0 if finish == "stop" and not scanner.stopped else 1)
+        yield Chunk("", finish, n_prompt, max(generated, 0))
 
     # -- scoring
     def _scoring_model(self) -> Any:
