@@ -1,27 +1,4 @@
-"""List the model registry and what is ready to use.
-
-Without arguments: one record per registry model (name, description, where its file lives,
-whether it is installed, whether each backend can use it now, and the pip command that installs
-it). `ready.torch` is true once the GGUF has been converted to the safetensors cache (the first
-torch load does that, once). With MODEL arguments: what each reference resolves to (registry
-name, Hugging Face directory, .gguf file or http(s)://host/v1 endpoint), the backend it loads
-with, and its identity (name, format, content hash, parent).
-
-JSONL on stdout; a table when stdout is a terminal (--json forces JSONL).
-
-\b
-Examples:
-    llmtools models
-    llmtools models --json | jq -r 'select(.ready.llama) | .name'
-    llmtools models smollm2 runs/v1 runs/v1.q4.gguf     # resolve and identify references
-    llmtools models http://127.0.0.1:8000/v1            # asks the endpoint's /v1/models
-    llmtools models --cache                             # converted copies and their sources
-
-\b
-Cache: converted copies live in $LLMTOOLS_CACHE/models (default
-$XDG_CACHE_HOME/llmtools/models, else ~/.cache/llmtools/models); delete the folder to clear it.
-Exit 4 when a MODEL cannot be found.
-"""
+"""List the model registry and what is ready to use (`llmtools models`)."""
 
 from __future__ import annotations
 
@@ -48,7 +25,30 @@ from llmtools import io
 )
 @click.option("--trust-pickle", is_flag=True, help="Accept directories with pickle `.bin` weights.")
 def cli(refs: tuple[str, ...], as_json: bool, with_hash: bool, show_cache: bool, api_key: str | None, trust_pickle: bool) -> None:
-    """List the model registry and what is ready to use."""
+    """List the model registry and what is ready to use.
+
+    Without arguments: one record per registry model (name, description, where its file lives,
+    whether it is installed, whether each backend can use it now, and the pip command that installs
+    it). `ready.torch` is true once the GGUF has been converted to the safetensors cache (the first
+    torch load does that, once). With MODEL arguments: what each reference resolves to (registry
+    name, Hugging Face directory, .gguf file or http(s)://host/v1 endpoint), the backend it loads
+    with, and its identity (name, format, content hash, parent).
+
+    JSONL on stdout; a table when stdout is a terminal (--json forces JSONL).
+
+    \b
+    Examples:
+        llmtools models
+        llmtools models --json | jq -r 'select(.ready.llama) | .name'
+        llmtools models smollm2 runs/v1 runs/v1.q4.gguf     # resolve and identify references
+        llmtools models http://127.0.0.1:8000/v1            # asks the endpoint's /v1/models
+        llmtools models --cache                             # converted copies and their sources
+
+    \b
+    Cache: converted copies live in $LLMTOOLS_CACHE/models (default
+    $XDG_CACHE_HOME/llmtools/models, else ~/.cache/llmtools/models); delete the folder to clear it.
+    Exit 4 when a MODEL cannot be found.
+    """
     from llmtools.models import catalog
 
     if show_cache:
