@@ -243,9 +243,16 @@ class Filters:
     @property
     def only_empty(self) -> bool:
         """True when the only filter is the empty-text one (the default): the loop inlines it."""
-        return self.drop_empty and self.active and not Filters(drop_empty=False, **{
-            k: getattr(self, k) for k in ("min_chars", "max_chars", "min_words", "max_words", "include", "exclude",
-                                          "langs", "quality")}).active
+        return self.drop_empty and not (
+            self.min_chars is not None
+            or self.max_chars is not None
+            or self.min_words is not None
+            or self.max_words is not None
+            or self.include
+            or self.exclude
+            or self.langs
+            or self.quality
+        )
 
     @property
     def active(self) -> bool:
