@@ -244,6 +244,18 @@ def test_quality_cli_skip_and_set(cli, tmp_path):
     assert cli(["normalize", "--quality-set", "min_words=1"], input=jl(short)).exit_code == 2
 
 
+def test_help_lists_quality_rules_and_defaults(cli):
+    from llmtools.ops.normalize_filters import QUALITY_RULES
+
+    text = cli(["normalize", "--help"]).stdout
+    for rule, (keys, _) in QUALITY_RULES.items():
+        assert rule in text
+        for key in keys:
+            if f"{key}=" in text:
+                assert f"{key}={QUALITY_DEFAULTS[key]:g}" in text.replace("0.20", "0.2").replace("0.10", "0.1"), key
+    assert "min_words=50" in text
+
+
 def test_quality_defaults_are_gophers():
     assert QUALITY_DEFAULTS["max_symbol_ratio"] == 0.1
     assert (QUALITY_DEFAULTS["min_mean_word_length"], QUALITY_DEFAULTS["max_mean_word_length"]) == (3, 10)

@@ -60,7 +60,7 @@ def _regexes(values: tuple[str, ...], option: str) -> list[re.Pattern]:
               help="Keep only texts in these ISO 639-1 languages (`en,de`; repeatable), by py3langid's offline model.")
 @click.option("--lang-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="--lang: minimum confidence; texts below it are dropped as uncertain.")
-@click.option("--quality", is_flag=True, help="Apply Gopher quality rules to texts of at least 50 words (see below).")
+@click.option("--quality", is_flag=True, help="Apply Gopher quality rules to texts of at least 50 words (rules and thresholds above).")
 @click.option("--quality-skip", multiple=True, metavar="RULES",
               help="--quality: switch rules off (comma list: symbol-ratio, word-length, ellipsis-lines, bullet-lines, "
                    "alpha-words, dup-lines, dup-paragraphs, top-ngrams, dup-ngrams).")
@@ -96,6 +96,19 @@ def cli(io: options.IOConfig, steps: tuple[str, ...], newlines: str, date_order:
     instruction records are never dropped by them.
 
     \b
+    Quality rules (--quality-skip NAME) and thresholds (--quality-set KEY=VALUE):
+      symbol-ratio    max_symbol_ratio=0.1 ('#', '...', '…' per word)
+      word-length     min_mean_word_length=3, max_mean_word_length=10
+      ellipsis-lines  max_ellipsis_lines=0.3 (share of lines ending in '...')
+      bullet-lines    max_bullet_lines=0.9 (share of lines starting with a bullet)
+      alpha-words     min_alpha_words=0.8 (share of words with a letter)
+      dup-lines       max_dup_lines=0.3, max_dup_line_chars=0.2
+      dup-paragraphs  max_dup_paragraphs=0.3, max_dup_paragraph_chars=0.2
+      top-ngrams      max_top_2gram=0.20, max_top_3gram=0.18, max_top_4gram=0.16
+      dup-ngrams      max_dup_5gram=0.15 ... max_dup_10gram=0.10 (0.01 less per n)
+      (all)           min_words=50: shorter texts are not judged
+
+    \b
     Examples:
         llmtools normalize < raw.jsonl > clean.jsonl
         llmtools normalize --steps +lowercase,+punctuation --newlines none data.jsonl
@@ -105,8 +118,8 @@ def cli(io: options.IOConfig, steps: tuple[str, ...], newlines: str, date_order:
         llmtools normalize --field messages.0.content --steps nfkc,whitespace chat.jsonl
 
     \b
-    Exit codes: 0 ok, 2 bad option (unknown step, invalid regex), 3 bad input line (per
-    --on-error), 4 py3langid missing (--lang).
+    Exit codes: 0 ok, 2 bad option (unknown step, invalid regex, unknown language
+    code), 3 bad input line (per --on-error), 4 py3langid missing (--lang).
     """
     from llmtools.ops import normalize as ops
 
