@@ -96,3 +96,12 @@ def test_ascii_fast_path_equals_full_chain(text):
         for _, fn in norm.chain:
             slow = fn(slow)
         assert fast == slow
+
+
+@SETTINGS
+@given(texts)
+@example("İ ©\U0001f3f4\U000e0067\U000e0062\U000e007f")  # a removed flag takes its tag characters along
+def test_all_steps_together_are_idempotent(text):
+    for norm in (ALL, ALL_PARAGRAPHS):
+        once = norm(text)[0]
+        assert norm(once)[0] == once

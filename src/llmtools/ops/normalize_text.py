@@ -393,7 +393,8 @@ def _punct_pattern():  # noqa: ANN202 - a `regex` pattern
             regex.compile(
                 rf"(?P<keep>{_PLACEHOLDER}|(?<=\d)[.,](?=\d))"
                 rf"|(?P<apos>(?<=\w)['\u2019](?=\w))"
-                rf"|(?P<run>(?:(?!{_PLACEHOLDER})[\p{{P}}\p{{S}}])+)"
+                # an emoji's joiners, variation selectors and tag characters go with it
+                rf"|(?P<run>(?:(?!{_PLACEHOLDER})[\p{{P}}\p{{S}}][\u200d\ufe0e\ufe0f\U000e0020-\U000e007f]*)+)"
             )
         )
     return _punct_re[0]
