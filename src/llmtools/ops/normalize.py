@@ -172,7 +172,7 @@ class TextNormalizer:
             if new is not text:
                 changed.append(name)
                 text = new
-        if self.mojibake and changed and not text.isascii() and not _CANNOT_EXPOSE_MOJIBAKE.issuperset(changed):
+        if self.mojibake and changed and not text.isascii() and changed != ["mojibake"]:
             # A later step can expose mojibake that ftfy did not see (a removed zero-width char
             # between two halves of a broken sequence). Re-run until nothing changes, so that
             # normalize(normalize(x)) == normalize(x). The check is cheap; reruns are rare.
@@ -192,10 +192,6 @@ class TextNormalizer:
         return text, changed
 
 
-# Steps that only swap one non-ASCII character for ASCII punctuation ("’" -> "'"): they cannot
-# create a new ftfy BADNESS match (each needs two adjacent non-ASCII characters, or 'Ã'/'Â'
-# before a space, or a letter where these put punctuation), so after them no re-check is needed.
-_CANNOT_EXPOSE_MOJIBAKE = frozenset({"mojibake", "quotes", "dashes"})
 _NOOP_ON_ASCII = frozenset({"mojibake", "nfc", "nfkc", "quotes", "dashes"})
 _PLACEHOLDER_LOWER = re.compile(r"<(?:email|phone|ipv4|ipv6|credit_card|iban)>")
 
