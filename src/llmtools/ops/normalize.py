@@ -164,31 +164,34 @@ class TextNormalizer:
         # mojibake, nfc, nfkc, quotes and dashes never change ASCII text, and most text is ASCII.
         self.ascii_chain = [(s, f) for s, f in self.chain if s not in _NOOP_ON_ASCII]
         self.mojibake = "mojibake" in self.steps
+        self.opt_in = bool(set(self.steps) - set(DEFAULT_STEPS))
 
-    def __call__(self, text: str) -> tuple[str, list[str]]:
+    def _pass(self, text: str) -> tuple[str, list[str]]:
         changed: list[str] = []
         for name, fn in self.ascii_chain if text.isascii() else self.chain:
             new = fn(text)
             if new is not text:
                 changed.append(name)
                 text = new
-        if self.mojibake and changed and not text.isascii() and changed != ["mojibake"]:
-            # A later step can expose mojibake that ftfy did not see (a removed zero-width char
-            # between two halves of a broken sequence). Re-run until nothing changes, so that
-            # normalize(normalize(x)) == normalize(x). The check is cheap; reruns are rare.
-            for _ in range(4):
-                if not T.mojibake_suspected(text):
-                    break
-                again = []
-                for name, fn in self.chain:
-                    new = fn(text)
-                    if new is not text:
-                        again.append(name)
-                        text = new
-                if not again:
-                    break
-                done = set(changed) | set(again)
-                changed = [s for s in self.steps if s in done]
+        return text, changed
+
+    def __call__(self, text: str) -> tuple[str, list[str]]:
+        text, changed = self._pass(text)
+        if not changed:
+            return text, changed
+        # A later step can expose work for an earlier one: a removed zero-width character
+        # joins the halves of a broken UTF-8 sequence for ftfy, punctuation removal frees a
+        # number from its neighbours. Passes repeat until nothing changes, so that
+        # normalize(normalize(x)) == normalize(x). With the default steps only mojibake can be
+        # exposed, and a cheap check decides whether another pass is needed at all.
+        for _ in range(4):
+            if not self.opt_in and not (self.mojibake and changed != ["mojibake"] and T.mojibake_suspected(text)):
+                break
+            text, again = self._pass(text)
+            if not again:
+                break
+            done = set(changed) | set(again)
+            changed = [s for s in self.steps if s in done]
         return text, changed
 
 
