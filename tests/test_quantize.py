@@ -20,7 +20,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from helpers.tiny import CORPUS, build_tiny_llama  # noqa: E402
 
 EVAL_TEXTS = sorted(set(CORPUS))
-FAST = ["--threads", "1", "--eval-tokens", "160", "--gen-tokens", "8", "--ctx", "64"]
+FAST = ["--threads", "1", "--eval-tokens", "160", "--gen-tokens", "8", "--ctx", "128"]
 
 
 def _jsonl(texts) -> str:
@@ -359,3 +359,63 @@ def test_smollm2_hf_to_q8_0_keeps_quality_and_answers(cli, tmp_path):
         llm.close()
     assert "Paris" in completion
     assert "Paris" in answer  # the chat template and its special tokens work
+
+
+# --------------------------------------------------------------------------- more formats
+
+
+def test_bf16_and_mistral_architecture(cli, tiny_model_dir, tmp_path):
+    mistral = tmp_path / "tiny-mistral"
+    shutil.copytree(tiny_model_dir, mistral)
+    config = json.loads((mistral / "config.json").read_text())
+    config["architectures"] = ["MistralForCausalLM"]
+    config["model_type"] = "mistral"
+    (mistral / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "m.bf16.gguf"
+    res = _quantize(cli, mistral, out, "bf16")
+    assert res.exit_code == 0, res.stderr
+    rec = res.records()[0]
+    assert rec["tensor_types"]["after"].get("BF16", 0) > 0
+    assert abs(rec["perplexity"]["relative_change"]) < 0.01  # BF16 vs the F16 reference
+    assert _generate(str(out))["usage"]["completion_tokens"] > 0
+
+
+def test_sentencepiece_tokenizer_model_is_carried_over(cli, tmp_path):
+    """A llama with a SentencePiece tokenizer.model (Llama 2 / Mistral style) tokenizes like sentencepiece."""
+    spm = pytest.importorskip("sentencepiece")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model_dir = tmp_path / "spm-llama"
+    model_dir.mkdir()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(EVAL_TEXTS * 5),
+        model_prefix=str(model_dir / "tokenizer"),
+        vocab_size=400,  # 256 byte-fallback pieces + ~140 learnt ones
+        model_type="bpe",
+        byte_fallback=True,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model"))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=sp.vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(model_dir)
+    out = tmp_path / "spm.q8.gguf"
+    res = _quantize(cli, model_dir, out, "q8_0", "--no-eval")
+    assert res.exit_code == 0, res.stderr
+    reader = gguf.GGUFReader(str(out))
+    assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
+    assert reader.fields["tokenizer.ggml.add_bos_token"].contents() is True
+    assert "output.weight" in {t.name for t in reader.tensors}  # untied head kept
+    text = "The quick brown fox jumps over the lazy dog."
+    llm = llama_cpp.Llama(str(out), n_ctx=64, n_threads=1, verbose=False)
+    try:
+        assert llm.tokenize(text.encode(), add_bos=True) == [1] + sp.encode(text)
+    finally:
+        llm.close()

@@ -350,7 +350,12 @@ def _add_metadata(writer, metadata: Mapping[str, Any]) -> None:
         if isinstance(value, bool):
             writer.add_bool(key, value)
         elif isinstance(value, int):
-            writer.add_int64(key, value) if abs(value) >= 2**31 else writer.add_int32(key, value)
+            if key.endswith(".count") and 0 <= value < 2**32:
+                writer.add_uint32(key, value)  # GGUF's general.*.count keys are uint32
+            elif abs(value) >= 2**31:
+                writer.add_int64(key, value)
+            else:
+                writer.add_int32(key, value)
         elif isinstance(value, float):
             writer.add_float64(key, value)
         elif isinstance(value, (list, tuple)):

@@ -215,7 +215,9 @@ def quantize_model(
                 hf_to_gguf(resolved.path, ref_path, ref_type, metadata=kv, warn=warn)
             quant_src = ref_path
             pruner = MagnitudePruner(sparsity) if sparsity else None
-            if ftype is None:
+            if ftype is None and pruner is None and to.lower() == ref_type and need_reference:
+                tmp_out = ref_path  # the reference already is the output: convert once
+            elif ftype is None:
                 # F32/F16/BF16/Q8_0 straight from the HF weights, written by llmtools
                 hf_to_gguf(resolved.path, tmp_out, to.lower(), metadata=kv, transform=pruner, warn=warn)
             elif pruner is not None:
@@ -253,14 +255,18 @@ def quantize_model(
             text_list = [t for t in (texts if texts is not None else bundled_texts()) if t and t.strip()]
             if not text_list:
                 raise errors.BadInputError("no evaluation texts (stdin had no non-empty text); use --eval-sample or --no-eval")
-            from llmtools.ops.quantize_llama import measure, tokenize_eval_set
+            from llmtools.ops.quantize_eval import budget_texts, measure
 
             t = time.perf_counter()
-            ids = tokenize_eval_set(ref_path, text_list, max_eval_tokens, n_ctx=n_ctx, threads=threads)
-            if not ids:
+            chosen = budget_texts(ref_path, text_list, max_eval_tokens, n_ctx, threads)
+            if not chosen:
                 raise errors.BadInputError("the evaluation texts are too short to score (each needs 2+ tokens)")
-            m_before = measure(ref_path, ids, n_ctx=n_ctx, threads=threads, gen_tokens=gen_tokens)
-            m_after = measure(tmp_out, ids, n_ctx=n_ctx, threads=threads, gen_tokens=gen_tokens)
+            m_before = measure(ref_path, chosen, n_ctx=n_ctx, threads=threads, gen_tokens=gen_tokens)
+            same_file = os.path.abspath(tmp_out) == os.path.abspath(ref_path)
+            m_after = m_before if same_file else measure(tmp_out, chosen, n_ctx=n_ctx, threads=threads, gen_tokens=gen_tokens)
+            if m_before["per_text_tokens"] != m_after["per_text_tokens"]:
+                warn("the output model tokenizes the evaluation texts differently from the reference; "
+                     "the perplexities are not over the same tokens")
             seconds["evaluate"] = time.perf_counter() - t
             p0, p1 = m_before["perplexity"], m_after["perplexity"]
             perplexity = {
@@ -269,10 +275,11 @@ def quantize_model(
                 "relative_change": (p1 / p0 - 1.0) if p0 and p1 else None,
                 "absolute_change": (p1 - p0) if p0 and p1 else None,
                 "scored_tokens": m_before["scored_tokens"],
-                "texts": len(ids),
+                "texts": len(chosen),
+                "same_tokens": m_before["per_text_tokens"] == m_after["per_text_tokens"],
                 "eval_set": eval_set if texts is not None else "bundled sample",
                 "n_ctx": n_ctx,
-                "backend": "llama.cpp",
+                "backend": "llama.cpp (llmtools.models llama backend)",
                 "before_measured_on": reference_label,
             }
             s0, s1 = m_before["tokens_per_second"], m_after["tokens_per_second"]

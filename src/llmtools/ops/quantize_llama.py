@@ -1,16 +1,12 @@
-"""The llama.cpp side of `quantize`: `llama_model_quantize`, and perplexity / speed measurement.
+"""The llama.cpp side of `quantize`: `llama_model_quantize` through llama-cpp-python's ctypes API.
 
-Perplexity and tokens/s of the model before and after quantization are measured by the same
-code on the same token ids: the texts are tokenized once (with the reference model's own
-vocabulary, which quantization does not change) and both GGUF files score exactly those ids.
+Measurement (perplexity, tokens/s) goes through the model layer instead: see quantize_eval.py.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
 import os
-import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -44,9 +40,13 @@ def captured_llama_log() -> Iterator[list[str]]:
 
 
 def _error_lines(lines: Sequence[str]) -> str:
-    text = "".join(lines)
-    wanted = [ln.strip() for ln in text.splitlines() if any(w in ln.lower() for w in ("error", "failed", "invalid", "missing"))]
-    return "; ".join(wanted[-3:]) or text.strip().splitlines()[-1:][0] if text.strip() else "no log"
+    """The lines of a llama.cpp log that say what went wrong (the last line if none says)."""
+    text = "".join(lines).strip()
+    if not text:
+        return "no log output"
+    keys = ("error", "failed", "invalid", "missing", "cannot")
+    wanted = [ln.strip() for ln in text.splitlines() if any(k in ln.lower() for k in keys)]
+    return "; ".join(wanted[-3:]) if wanted else text.splitlines()[-1]
 
 
 def llama_quantize(
@@ -112,114 +112,3 @@ def llama_quantize(
             os.unlink(dst)
         raise errors.RuntimeFailure(f"llama.cpp could not quantize {src}: {_error_lines(lines)}")
     return lines
-
-
-# --------------------------------------------------------------------------- measurement
-
-
-class LlamaEvaluator:
-    """One GGUF loaded in llama.cpp, for scoring fixed token ids and timing generation."""
-
-    def __init__(self, path: str, n_ctx: int = 512, threads: int | None = None):
-        llama_cpp = _llama_cpp()
-        self.path = path
-        self.n_ctx = n_ctx
-        kwargs: dict[str, Any] = dict(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, verbose=False)
-        if threads:
-            kwargs.update(n_threads=threads, n_threads_batch=threads)
-        start = time.perf_counter()
-        with captured_llama_log() as lines:
-            try:
-                self.llm = llama_cpp.Llama(**kwargs)
-            except ValueError:
-                raise errors.RuntimeFailure(f"llama.cpp could not load {path}: {_error_lines(lines)}") from None
-        self.load_seconds = time.perf_counter() - start
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-
-    def token_logprobs(self, ids: Sequence[int]) -> tuple[float, int]:
-        """Sum of log p(token | previous tokens) over `ids[1:]`, in windows of n_ctx tokens."""
-        import numpy as np
-
-        total, count = 0.0, 0
-        for start in range(0, len(ids), self.n_ctx):
-            window = list(ids[start : start + self.n_ctx])
-            if len(window) < 2:
-                continue
-            self.llm.reset()
-            self.llm.eval(window)
-            logits = np.asarray(self.llm.scores[: len(window) - 1], dtype=np.float64)
-            top = logits.max(axis=1, keepdims=True)
-            logz = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            picked = logits[np.arange(len(window) - 1), window[1:]]
-            total += float((picked - logz).sum())
-            count += len(window) - 1
-        return total, count
-
-    def generation_speed(self, prompt: Sequence[int], n_tokens: int = 64) -> float:
-        """Greedy decode `n_tokens` one at a time after `prompt`; decode tokens per second."""
-        import numpy as np
-
-        prompt = list(prompt)[: max(1, self.n_ctx - n_tokens - 1)]
-        self.llm.reset()
-        self.llm.eval(prompt)
-        token = int(np.argmax(self.llm.scores[len(prompt) - 1]))
-        start = time.perf_counter()
-        for _ in range(n_tokens):
-            self.llm.eval([token])
-            token = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
-        elapsed = time.perf_counter() - start
-        return n_tokens / elapsed if elapsed > 0 else float("inf")
-
-    def close(self) -> None:
-        try:
-            self.llm.close()
-        except Exception:
-            pass
-
-
-def tokenize_eval_set(path: str, texts: Sequence[str], max_tokens: int, n_ctx: int = 512, threads: int | None = None) -> list[list[int]]:
-    """Token ids of the evaluation texts (with the model's BOS rule), up to `max_tokens` in all."""
-    ev = LlamaEvaluator(path, n_ctx=min(n_ctx, 64), threads=threads)
-    try:
-        out, used = [], 0
-        for text in texts:
-            ids = ev.tokenize(text)
-            if len(ids) < 2:
-                continue
-            room = max_tokens - used
-            if room < 2:
-                break
-            ids = ids[:room]
-            out.append(ids)
-            used += len(ids)
-        return out
-    finally:
-        ev.close()
-
-
-def measure(path: str, token_lists: Sequence[Sequence[int]], *, n_ctx: int = 512, threads: int | None = None, gen_tokens: int = 64) -> dict:
-    """Perplexity over `token_lists` and greedy decode speed of one GGUF file, with llama.cpp."""
-    ev = LlamaEvaluator(path, n_ctx=n_ctx, threads=threads)
-    try:
-        start = time.perf_counter()
-        total, count = 0.0, 0
-        for ids in token_lists:
-            lp, n = ev.token_logprobs(ids)
-            total += lp
-            count += n
-        eval_seconds = time.perf_counter() - start
-        prompt = list(token_lists[0][:32]) if token_lists else ev.tokenize("The")
-        speed = ev.generation_speed(prompt, gen_tokens) if gen_tokens > 0 else None
-        ppl = math.exp(-total / count) if count else None
-        return {
-            "perplexity": ppl,
-            "nll_per_token": (-total / count) if count else None,
-            "scored_tokens": count,
-            "prompt_tokens_per_second": (count / eval_seconds) if eval_seconds > 0 and count else None,
-            "tokens_per_second": speed,
-            "load_seconds": ev.load_seconds,
-        }
-    finally:
-        ev.close()
