@@ -114,7 +114,10 @@ def _ftfy() -> tuple[Callable[[str], str], Callable[[str], bool]]:
             if U.surrogate.search(text) or U.a_space.search(text):
                 return True
             end = -1
-            for m in alphabet.finditer(text):
+            for n, m in enumerate(alphabet.finditer(text)):
+                if n == 8:
+                    # Dense (Cyrillic, Greek, much accented Latin): one scan beats many windows.
+                    return bad(text) is not None
                 i = m.start()
                 if i + 6 <= end:
                     continue
