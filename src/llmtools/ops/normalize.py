@@ -158,7 +158,7 @@ class TextNormalizer:
             dashes=T.unify_dashes,
             lowercase=lowercase,
             punctuation=punctuation,
-            whitespace=whitespace,
+            whitespace=T.collapse_whitespace if newlines == "keep" else whitespace,
         )
         self.chain: list[tuple[str, Callable[[str], str]]] = [(s, impl[s]) for s in self.steps]
         # mojibake, nfc, nfkc, quotes and dashes never change ASCII text, and most text is ASCII.
@@ -176,7 +176,12 @@ class TextNormalizer:
         return text, changed
 
     def __call__(self, text: str) -> tuple[str, list[str]]:
-        text, changed = self._pass(text)
+        changed: list[str] = []
+        for name, fn in self.ascii_chain if text.isascii() else self.chain:  # = self._pass, inlined
+            new = fn(text)
+            if new is not text:
+                changed.append(name)
+                text = new
         if not changed:
             return text, changed
         # A later step can expose work for an earlier one: a removed zero-width character
