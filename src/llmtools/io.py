@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import tempfile
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import IO, Any, Callable, Iterable, Iterator
 
 import orjson
@@ -57,8 +57,11 @@ def _split_path_cached(path: str) -> tuple[str, ...]:
 
 def get_field(record: Any, path: str | list[str], default: Any = None) -> Any:
     """Return the value at a dotted path (`a.b.0.c`); list items are addressed by index."""
+    keys = _split_path_cached(path) if isinstance(path, str) else path
+    if len(keys) == 1 and type(record) is dict:  # the common case, without the loop
+        return record.get(keys[0], default)
     cur = record
-    for key in split_path(path) if isinstance(path, str) else path:
+    for key in keys:
         if isinstance(cur, dict):
             cur = cur.get(key, _MISSING)
         elif isinstance(cur, list) and key.lstrip("-").isdigit():
@@ -133,6 +136,14 @@ def dumps(record: Any) -> bytes:
             return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+def dumps_line(record: Any) -> bytes:
+    """One JSON line with its newline, in a single allocation."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return dumps(record) + b"\n"
+
+
 _LONG_DIGITS = re.compile(rb"\d{19}")
 
 
@@ -188,12 +199,12 @@ def source_name(path: str) -> str:
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, raw line without newline), skipping blank lines."""
+    """Yield (line number, raw line), skipping blank lines. The newline is left on: JSON
+    parsers ignore it, and not copying every line is measurably faster."""
     fh = open_input(path)
     try:
         for lineno, raw in enumerate(fh, 1):
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
+            if not raw.isspace():
                 yield lineno, raw
     except (OSError, EOFError) as exc:
         if isinstance(exc, gzip.BadGzipFile) or "gzip" in str(exc).lower() or isinstance(exc, EOFError):
@@ -270,7 +281,7 @@ class RecordWriter:
         self.count = 0
 
     def write(self, record: Any) -> None:
-        self._out.write(dumps(record) + b"\n")
+        self._out.write(dumps_line(record))
         self.count += 1
         if self.flush_each:
             self._out.flush()
@@ -336,8 +347,8 @@ class Job:
         self.validate = validate
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
-        self.location = ""
-        self._where: OrderedDict[int, str] = OrderedDict()
+        self._where: dict[int, tuple[str, int]] = {}
+        self._source, self._line = "-", 0
         self._writer: RecordWriter | None = None
         self._rejects: RecordWriter | None = None
         if on_error not in ON_ERROR_CHOICES:
@@ -360,40 +371,60 @@ class Job:
     # -- reading
     def records(self) -> Iterator[dict]:
         """Stream records from every input, applying the bad-line policy."""
-        for path in self.inputs:
-            name = source_name(path)
-            for lineno, raw in iter_lines(path):
-                where = f"{name}:{lineno}"
-                self.location = where
-                self.counts["in"] += 1
-                value, reason = loads_line(raw)
-                if reason is not None:
-                    self._bad(where, reason, raw=raw)
-                    continue
-                if not isinstance(value, dict):
-                    self._bad(where, f"expected a JSON object, got {type(value).__name__}", record=value)
-                    continue
-                if self.validate is not None:
-                    reason = self.validate(value)
-                elif self.field:
-                    reason = check_text(value, self.field)
-                if reason is not None:
-                    if self._bad(where, reason, record=value):
-                        self._remember(value, where)
-                        yield value
-                    continue
-                self._remember(value, where)
-                yield value
+        loads, JSONDecodeError, digits = orjson.loads, orjson.JSONDecodeError, b"0123456789"
+        where_of = self._where
+        field = self.field if self.validate is None else None
+        fast_key = _split_path_cached(field)[0] if field and len(_split_path_cached(field)) == 1 else None
+        n_in = 0
+        try:
+            for path in self.inputs:
+                name = source_name(path)
+                self._source = name
+                for lineno, raw in iter_lines(path):
+                    n_in += 1
+                    self._line = lineno
+                    try:  # the fast path; loads_line says what is wrong with a bad line
+                        value, reason = loads(raw), None
+                        if len(raw) - len(raw.translate(None, digits)) >= 19:
+                            value, reason = loads_line(raw)  # may hold an integer orjson rounds
+                    except JSONDecodeError:
+                        value, reason = loads_line(raw)
+                    if reason is not None:
+                        self._bad(f"{name}:{lineno}", reason, raw=raw)
+                        continue
+                    if type(value) is not dict:
+                        self._bad(f"{name}:{lineno}", f"expected a JSON object, got {type(value).__name__}", record=value)
+                        continue
+                    if fast_key is not None and type(value.get(fast_key)) is str:
+                        reason = None
+                    elif self.validate is not None:
+                        reason = self.validate(value)
+                    elif self.field:
+                        reason = check_text(value, self.field)
+                    if reason is not None and not self._bad(f"{name}:{lineno}", reason, record=value):
+                        continue
+                    # Where each record came from, for --rejects. Bounded, so memory stays flat
+                    # on endless streams: a record an op holds longer than this (or replaces with
+                    # a new dict) is reported at the last line read instead.
+                    where_of[id(value)] = (name, lineno)
+                    if len(where_of) > 4096:
+                        del where_of[next(iter(where_of))]  # dicts keep insertion order: the oldest
+                    yield value
+        finally:
+            self.counts["in"] += n_in
+
+    @property
+    def location(self) -> str:
+        """"source:line" of the line read last."""
+        return f"{self._source}:{self._line}"
 
     def _remember(self, record: dict, where: str) -> None:
-        self._where[id(record)] = where
-        # Bounded, so memory stays flat on endless streams: a record that an op holds longer
-        # than this (or replaces with a new dict) is reported at the last line read instead.
-        if len(self._where) > 4096:
-            self._where.popitem(last=False)
+        name, _, line = where.rpartition(":")
+        self._where[id(record)] = (name, int(line) if line.isdigit() else 0)
 
     def where(self, record: Any) -> str:
-        return self._where.get(id(record), self.location)
+        loc = self._where.get(id(record))
+        return f"{loc[0]}:{loc[1]}" if loc else self.location
 
     def _bad(self, where: str, reason: str, record: Any = None, raw: bytes | None = None) -> bool:
         """Apply --on-error to one bad line. True means: pass the record through unchanged."""
@@ -417,7 +448,8 @@ class Job:
 
     def reject(self, record: Any, reason: str, **extra: Any) -> None:
         """Drop a record on purpose (a filter, a duplicate) and save it to --rejects if given."""
-        where = self._where.pop(id(record), self.location)
+        loc = self._where.pop(id(record), None)
+        where = f"{loc[0]}:{loc[1]}" if loc else self.location
         self.counts["dropped"] += 1
         self.reasons[reason] += 1
         self._write_reject(where, reason, record=record, **extra)
@@ -431,7 +463,7 @@ class Job:
         if record is not None:
             entry["record"] = record
         elif raw is not None:
-            entry["raw"] = raw.decode("utf-8", errors="backslashreplace")
+            entry["raw"] = raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
         self._rejects.write(entry)
 
     # -- people
