@@ -235,12 +235,12 @@ class LlamaBackend(Backend):
                     window = ids[start:end]
                     scorer.reset()
                     scorer.eval(window)
-                    logits = np.asarray(scorer.scores[: len(window)], dtype=np.float64)
-                    rows = logits[first - start - 1 : len(window) - 1]
+                    # float32 like the logits themselves; only the rows that predict scored tokens
+                    rows = np.asarray(scorer.scores[first - start - 1 : len(window) - 1], dtype=np.float32)
                     top = rows.max(axis=1, keepdims=True)
-                    logz = (top + np.log(np.exp(rows - top).sum(axis=1, keepdims=True)))[:, 0]
+                    logz = top[:, 0].astype(np.float64) + np.log(np.exp(rows - top).sum(axis=1, dtype=np.float64))
                     targets = np.asarray(window[first - start :])
-                    total += float((rows[np.arange(len(targets)), targets] - logz).sum())
+                    total += float((rows[np.arange(len(targets)), targets].astype(np.float64) - logz).sum())
                     count += len(targets)
                 results.append(LogLikelihood(total if math.isfinite(total) else float("-inf"), count))
         return results
