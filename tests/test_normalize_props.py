@@ -106,3 +106,12 @@ def test_all_steps_together_are_idempotent(text):
     for norm in (ALL, ALL_PARAGRAPHS):
         once = norm(text)[0]
         assert norm(once)[0] == once
+
+
+@SETTINGS
+@given(st.one_of(texts, st.text(st.sampled_from("ab \n\t\r\x0b\x85\u00a0\u2028\u2029."), max_size=16)),
+       st.sampled_from(["keep", "paragraphs"]))
+def test_whitespace_shortcut_is_exact(text, newlines):
+    # The cheap "nothing to do" test must agree with the full rewrite (which handles everything).
+    if text:
+        assert T.collapse_whitespace(text, newlines) == T._rewrite_whitespace(text, newlines, True)

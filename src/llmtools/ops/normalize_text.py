@@ -467,9 +467,28 @@ def collapse_whitespace(text: str, newlines: str = "keep") -> str:
         or text[-1].isspace()
         or "  " in text
         or "\t" in text
-        or ("\n" in text and (newlines == "paragraphs" or " \n" in text or "\n\n\n" in text))
+        or ("\n" in text and (newlines == "paragraphs" or _line_ends_need_work(text)))
     ):
         return text
+    return _rewrite_whitespace(text, newlines, other)
+
+
+def _line_ends_need_work(text: str) -> bool:
+    """A space before a line break, or two blank lines in a row (one pass, not two scans)."""
+    blank = False
+    for line in text.split("\n"):
+        if not line:
+            if blank:
+                return True
+            blank = True
+        elif line[-1] == " ":
+            return True
+        else:
+            blank = False
+    return False
+
+
+def _rewrite_whitespace(text: str, newlines: str, other: bool) -> str:
     if other:
         src = text.replace("\u2029", "\n\n") if "\u2029" in text else text
         lines = src.splitlines()
