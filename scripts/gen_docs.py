@@ -10,6 +10,7 @@ Never edit the generated files by hand: tests/test_docs.py fails when they are o
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 
@@ -38,7 +39,7 @@ def roff(text: str) -> str:
 def help_to_roff(help_text: str) -> str:
     """click docstring -> roff paragraphs; `\\b` blocks are kept verbatim (.nf/.fi)."""
     out: list[str] = []
-    paragraphs = click.utils.inspect.cleandoc(help_text).split("\n\n")
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
     for para in paragraphs:
         if para.startswith("\b"):
             body = para[1:].lstrip("\n")
