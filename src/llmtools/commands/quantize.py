@@ -1,40 +1,4 @@
-"""Convert a model to GGUF and quantize it, with a quality report.
-
-MODEL is a Hugging Face directory (safetensors; Llama, SmolLM, Mistral), a .gguf file, or a
-registry name. An HF model is converted to GGUF by llmtools (F32, F16, BF16, Q8_0) and, for
-every other type, quantized by llama.cpp (llama_model_quantize). The output GGUF (-o, written
-atomically) carries its source's identity and the quantization parameters in its metadata
-(general.* and llmtools.* keys) and in a sidecar OUT.gguf.manifest.json.
-
-The report is one JSON record on stdout: sizes, bits per weight, compression ratio, the tensor
-types really written (K-quants fall back where rows are not multiples of 256), perplexity and
-generation tokens/s before and after (both measured by llama.cpp on the same token ids; "before"
-is the source GGUF, or for an HF source the F16 GGUF written from it), and the time taken.
-
-Texts on stdin (JSONL, --field) are the evaluation set; they are read into memory, and at most
---eval-tokens tokens are scored. With no stdin (a terminal) or --eval-sample, a bundled sample of
-English paragraphs is used.
-
-\b
-Examples:
-    llmtools quantize runs/v1 --to q4_k_m -o v1.q4.gguf < heldout.jsonl > report.jsonl
-    llmtools quantize runs/v1 --to q8_0 -o v1.q8.gguf --eval-sample --max-ppl-increase 0.5%
-    llmtools quantize model.f16.gguf --to q5_k_m -o model.q5.gguf --prune-layers 20,21
-    llmtools quantize runs/v1 --to f16 -o v1.f16.gguf --no-eval
-    llmtools quantize smollm2 --to q4_k_m --allow-requantize -o smol.q4km.gguf --eval-sample
-
-\b
-Types (--to): F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q5_K_S Q5_1 Q5_0 Q4_K_M Q4_K_S Q4_1 Q4_0
-    Q3_K_L Q3_K_M Q3_K_S Q2_K IQ4_NL IQ4_XS IQ3_M IQ3_S IQ3_XS IQ3_XXS IQ2_M TQ1_0 TQ2_0 and
-    any other llama.cpp file type. IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S Q2_K_S need an importance
-    matrix and are refused.
-
-\b
-Exit codes: 1 the --max-ppl-increase gate failed (the GGUF is still written) or llama.cpp
-    failed; 2 bad option (including requantizing a quantized model without
-    --allow-requantize); 3 corrupt model file or bad input line; 4 unsupported architecture,
-    missing model or missing llama-cpp-python/gguf.
-"""
+"""`llmtools quantize`: the thin command over llmtools.ops.quantize (help text on `cli`)."""
 
 from __future__ import annotations
 
@@ -59,19 +23,55 @@ def _texts(job, field: str):
 @click.option("--report", "report_path", metavar="FILE", help="Also write the report record to FILE (atomically).")
 @click.option("--eval-sample", is_flag=True, help="Evaluate on the bundled English sample even when stdin has data.")
 @click.option("--no-eval", is_flag=True, help="Skip the perplexity and speed measurement (conversion only).")
-@click.option("--eval-tokens", default=4096, show_default=True, type=click.IntRange(2), help="Score at most this many tokens of the evaluation texts.")
-@click.option("--ctx", "n_ctx", default=512, show_default=True, type=click.IntRange(16), help="Context window for scoring; longer texts are scored in windows of this size.")
-@click.option("--gen-tokens", default=64, show_default=True, type=click.IntRange(0), help="Tokens generated (greedy) to time generation speed; 0 skips it.")
+@click.option("--eval-tokens", default=4096, show_default=True, type=click.IntRange(2), metavar="N", help="Score at most this many tokens of the evaluation texts.")
+@click.option("--ctx", "n_ctx", default=512, show_default=True, type=click.IntRange(16), metavar="N", help="Context window for scoring; longer texts are scored in windows of this size.")
+@click.option("--gen-tokens", default=64, show_default=True, type=click.IntRange(0), metavar="N", help="Tokens generated (greedy) to time generation speed; 0 skips it.")
 @click.option("--max-ppl-increase", metavar="RATIO", help="Exit 1 when perplexity rises by more than this (5% or 0.05).")
 @click.option("--allow-requantize", is_flag=True, help="Allow quantizing an already-quantized GGUF (quality loss compounds).")
 @click.option("--prune-layers", metavar="LIST", help="Drop these transformer blocks (e.g. 28,29 or 20-23) with llama.cpp's layer pruning.")
-@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, help="Zero this fraction of the smallest weights in each attention/MLP matrix (HF sources). Does not shrink a dense GGUF or speed it up; see the report's perplexity.")
+@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, metavar="F", help="Zero this fraction of the smallest weights in each attention/MLP matrix (HF sources). Does not shrink a dense GGUF or speed it up; see the report's perplexity.")
 @click.option("--pure", is_flag=True, help="Quantize every tensor to TYPE (no llama.cpp mixture such as Q6_K for attn_v in Q4_K_M).")
 @click.option("--leave-output-tensor", is_flag=True, help="Keep output.weight unquantized (bigger file, sometimes better quality).")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp quantization and evaluation (default: llama.cpp's).")
+@click.option("--threads", type=click.IntRange(1), metavar="N", help="CPU threads for llama.cpp quantization and evaluation (default: llama.cpp's).")
 @options.io_options(inputs=False, output_help="Output GGUF file, written atomically (default: ./NAME.TYPE.gguf).")
 def cli(model, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_tokens, max_ppl_increase, allow_requantize, prune_layers, sparsity, pure, leave_output_tensor, threads, io):
-    """Convert a model to GGUF and quantize it, with a quality report."""
+    """Convert a model to GGUF and quantize it, with a quality report.
+
+    MODEL is a Hugging Face directory (safetensors; Llama, SmolLM, Mistral), a .gguf file, or a
+    registry name. An HF model is converted to GGUF by llmtools (F32, F16, BF16, Q8_0) and, for
+    every other type, quantized by llama.cpp (llama_model_quantize). The output GGUF (-o, written
+    atomically) carries its source's identity and the quantization parameters in its metadata
+    (general.* and llmtools.* keys) and in a sidecar OUT.gguf.manifest.json.
+
+    The report is one JSON record on stdout: sizes, bits per weight, compression ratio, the tensor
+    types really written (K-quants fall back where rows are not multiples of 256), perplexity and
+    generation tokens/s before and after (both measured by llama.cpp on the same token ids; "before"
+    is the source GGUF, or for an HF source the F16 GGUF written from it), and the time taken.
+
+    Texts on stdin (JSONL, --field) are the evaluation set; they are read into memory, and at most
+    --eval-tokens tokens are scored. With no stdin (a terminal) or --eval-sample, a bundled sample of
+    English paragraphs is used.
+
+    \b
+    Examples:
+        llmtools quantize runs/v1 --to q4_k_m -o v1.q4.gguf < heldout.jsonl > report.jsonl
+        llmtools quantize runs/v1 --to q8_0 -o v1.q8.gguf --eval-sample --max-ppl-increase 0.5%
+        llmtools quantize model.f16.gguf --to q5_k_m -o model.q5.gguf --prune-layers 20,21
+        llmtools quantize runs/v1 --to f16 -o v1.f16.gguf --no-eval
+        llmtools quantize smollm2 --to q4_k_m --allow-requantize -o smol.q4km.gguf --eval-sample
+
+    \b
+    Types (--to): F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q5_K_S Q5_1 Q5_0 Q4_K_M Q4_K_S Q4_1 Q4_0
+        Q3_K_L Q3_K_M Q3_K_S Q2_K IQ4_NL IQ4_XS IQ3_M IQ3_S IQ3_XS IQ3_XXS IQ2_M TQ1_0 TQ2_0 and
+        any other llama.cpp file type. IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S Q2_K_S need an importance
+        matrix and are refused.
+
+    \b
+    Exit codes: 1 the --max-ppl-increase gate failed (the GGUF is still written) or llama.cpp
+        failed; 2 bad option (including requantizing a quantized model without
+        --allow-requantize); 3 corrupt model file or bad input line; 4 unsupported architecture,
+        missing model or missing llama-cpp-python/gguf.
+    """
     from llmtools.ops.quantize import parse_ratio, quantize_model
 
     limit = parse_ratio(max_ppl_increase)

@@ -152,6 +152,8 @@ def quantize_model(
 
     started = time.perf_counter()
     to = quantize_types.check_type(to)
+    if max_ppl_increase is not None and not evaluate:
+        raise errors.UsageError("--max-ppl-increase needs the evaluation; drop --no-eval")
     prune = parse_layers(prune_layers)
     if sparsity and not 0.0 < sparsity < 1.0:
         raise errors.UsageError("--sparsity must be between 0 and 1 (e.g. 0.5 for 50%)")
@@ -183,7 +185,9 @@ def quantize_model(
         if len(prune) >= int(n_blocks):
             raise errors.UsageError("--prune-layers would remove every layer")
     identity = models.identity_of(resolved.path if resolved.kind != "registry" else source, trust_pickle=trust_pickle)
-    ftype = None if (is_hf and to in quantize_types.WRITTEN_BY_US and not prune) else quantize_types.ftype_of(to)
+    # llmtools writes F32/F16/BF16/Q8_0 itself; layer pruning and the llama.cpp-only knobs go through llama.cpp
+    ours = is_hf and to in quantize_types.WRITTEN_BY_US and not (prune or pure or leave_output_tensor)
+    ftype = None if ours else quantize_types.ftype_of(to)
 
     if source_info is not None and source_info["quantized"]:
         types = ", ".join(f"{k}x{v}" for k, v in source_info["tensor_types"].items())
