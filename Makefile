@@ -41,6 +41,7 @@ demo: venv
 
 docs: venv
 	$(BIN)/python scripts/gen_docs.py
+	$(BIN)/python scripts/build_readme.py
 
 benchmarks: venv
 	$(BIN)/python benchmarks/run_all.py

@@ -27,3 +27,8 @@ def test_generated_docs_are_up_to_date(tmp_path):
 def test_man_page_renders(tmp_path):
     page = (ROOT / "man" / "llmtools.1").read_text()
     assert page.startswith('.TH "LLMTOOLS" "1"') and ".SH EXIT STATUS" in page
+
+
+def test_readme_sections_are_up_to_date():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_readme.py"), "--check"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
