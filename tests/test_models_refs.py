@@ -244,3 +244,46 @@ def test_models_command_lists_the_cache(cli, tiny_model_dir):
     (record,) = result.records()
     assert record["path"] == path and record["kind"] == "hf-to-gguf" and record["complete"] is True
     assert record["bytes"] == os.path.getsize(path)
+
+
+def test_missing_torch_stack_exits_4(tiny_model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(MissingDependency) as info:
+        load_model(tiny_model_dir)
+    assert info.value.exit_code == 4 and "pip install 'llmtools[train]'" in str(info.value)
+
+
+CONVERT_SNIPPET = """
+import json, os, sys
+from llmtools.models import hf_dir
+from llmtools.models import convert
+calls = []
+real = convert._convert_gguf_to_hf
+def counting(*args):
+    calls.append(1)
+    return real(*args)
+convert._convert_gguf_to_hf = counting
+print(json.dumps({"path": hf_dir(sys.argv[1]), "converted": len(calls)}))
+"""
+
+
+def test_two_processes_converting_at_once_make_one_copy(tiny_model_dir, isolated_cache):
+    import subprocess
+
+    source = gguf_file(tiny_model_dir)
+    env = dict(os.environ, LLMTOOLS_CACHE=isolated_cache, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CONVERT_SNIPPET, source], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        assert stderr.strip() == ""  # no progress bars or library chatter
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert outs[0]["path"] == outs[1]["path"]
+    assert sorted(o["converted"] for o in outs) == [0, 1]
+    folder = os.path.dirname(outs[0]["path"])
+    assert not [n for n in os.listdir(folder) if n.startswith(".converting-")]
+    assert provenance.read_manifest(outs[0]["path"])["source_sha256"] == provenance.sha256_file(source)
