@@ -287,3 +287,10 @@ def test_two_processes_converting_at_once_make_one_copy(tiny_model_dir, isolated
     folder = os.path.dirname(outs[0]["path"])
     assert not [n for n in os.listdir(folder) if n.startswith(".converting-")]
     assert provenance.read_manifest(outs[0]["path"])["source_sha256"] == provenance.sha256_file(source)
+
+
+def test_bad_torch_options_are_usage_errors(tiny_model_dir):
+    with pytest.raises(UsageError, match="unknown dtype"):
+        load_model(tiny_model_dir, dtype="float8")
+    with pytest.raises(UsageError, match="cannot use device"):
+        load_model(tiny_model_dir, device="no-such-device")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator, Sequence
 
-from llmtools.errors import LLMToolsError, require
+from llmtools.errors import LLMToolsError, UsageError, require
 from llmtools.models._text import StopScanner, cut_at_stop, fallback_chat_prompt, quiet_transformers, sliding_windows
 from llmtools.models.base import Backend, Chunk, Completion, GenerationParams, LogLikelihood, ModelIdentity
 from llmtools.models.identity import local_identity
 from llmtools.models.refs import ResolvedRef
 
 DEFAULT_N_CTX = 2048
+DTYPES = ("float32", "bfloat16", "float16")
 SCORE_TOKEN_BUDGET = 2048  # tokens per scoring forward pass: bounds the [batch, len, vocab] logits
 
 
@@ -69,6 +70,8 @@ class TorchBackend(Backend):
         self.device = _pick_device(torch, device)
         if dtype is None:
             dtype = "float32" if self.device == "cpu" else ("bfloat16" if self._bf16_ok() else "float16")
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r} (choose from: {', '.join(DTYPES)})")
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -76,7 +79,10 @@ class TorchBackend(Backend):
             )
         except (OSError, ValueError) as exc:
             raise LLMToolsError(f"cannot load {path} with transformers: {exc}") from exc
-        self.model.to(self.device)
+        try:
+            self.model.to(self.device)
+        except (RuntimeError, AssertionError, ValueError) as exc:  # e.g. device="cuda" without CUDA
+            raise UsageError(f"cannot use device {self.device!r}: {exc}") from exc
         self.model.eval()
         tok = self.tokenizer
         if tok.pad_token_id is None:
