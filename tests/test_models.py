@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 
 import pytest
 
 from llmtools import provenance
-from llmtools.errors import MissingDependency, UsageError
-from llmtools.models import GenerationParams, NotSupported, gguf_file, hf_dir, identity_of, load_model, resolve
-from llmtools.models._text import StopScanner, cut_at_stop, sliding_windows
+from llmtools.models import GenerationParams, NotSupported, gguf_file, identity_of, load_model
 
 CHAT = [{"role": "user", "content": "hi there"}]
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from llmtools import provenance
 from llmtools.errors import MissingDependency, UsageError
-from llmtools.models import GenerationParams, convert, gguf_file, hf_dir, identity_of, load_model, registry, resolve
+from llmtools.models import convert, gguf_file, hf_dir, identity_of, load_model, registry, resolve
 from llmtools.models._text import StopScanner, cut_at_stop, sliding_windows
 
 

@@ -102,7 +102,6 @@ def render_chat_template(
     eos_token: str = "",
 ) -> str:
     """Render a Hugging Face-style Jinja chat template in a sandbox (as transformers does)."""
-    from jinja2 import StrictUndefined  # noqa: F401  (jinja2 comes with transformers/torch)
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
