@@ -346,9 +346,9 @@ def test_config_file_with_flag_precedence(cli, tiny_model_dir, tmp_path, kind):
 
 
 def test_torchrun_two_processes_match_one(cli, tiny_model_dir, tmp_path):
-    data = _write(tmp_path / "t.jsonl", _pc_records(24))
+    data = _write(tmp_path / "t.jsonl", _pc_records(20))  # 16 training rows: 4 full global batches per epoch
     common = ["--base", tiny_model_dir, "--max-steps", "6", "--log-every", "2", "--lr", "2e-3", "--lora-dropout", "0",
-              "--eval-fraction", "0.25", "--save-every", "3"]
+              "--eval-fraction", "0.2", "--save-every", "3"]
     single = cli(["finetune", "-o", tmp_path / "one", "--batch-size", "4", *common, data])
     assert single.exit_code == 0, single.stderr
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -133,7 +133,8 @@ def test_schedule_is_a_function_of_seed_and_epoch():
     again = fd.Schedule(n_rows=10, batch_size=2, grad_accum=2, seed=7)
     assert [s.micro_batches(1, k) for k in range(3)] == [again.micro_batches(1, k) for k in range(3)]
     assert s.permutation(0) != s.permutation(1)
-    assert sorted(i for k in range(3) for mb in s.micro_batches(0, k) for i in mb) == list(range(10))
+    assert sorted(i for k in range(3) for mb in s.micro_batches(0, k) for i in mb) == list(range(10))  # each row once
+    assert [len(mb) for mb in s.micro_batches(0, 2)] == [2]  # 5 micro-batches, 2 per step: the last step has one
     assert fd.Schedule(10, 2, 2, seed=8).permutation(0) != fd.Schedule(10, 2, 2, seed=7).permutation(0)
     # Two ranks with batch 2 see exactly the rows one process with batch 4 sees, step by step.
     one = fd.Schedule(12, 4, 1, seed=3)

@@ -169,11 +169,12 @@ def main() -> None:
     print(f"\ntokens/s llmtools / Trainer = {ratio:.2f}x; peak RSS llmtools / Trainer = {mem:.2f}x\n")
 
     mixed = os.path.join(tmp, "mixed.jsonl")
-    mixed_lengths(mixed, 32 if args.quick else 64)
+    mixed_lengths(mixed, 24 if args.quick else 64)
+    mixed_len = 256 if args.quick else 512
     print("| mixed lengths | rows | steps | tokens | epoch s | tokens/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for packing in (False, True):
-        r = run_worker("llmtools", mixed, args.batch_size, 512, packing=packing)
+        r = run_worker("llmtools", mixed, args.batch_size, mixed_len, packing=packing)
         results["packing"].append(r)
         print(f"| {r['side']} | {r['rows']} | {r['steps']} | {r['tokens']} | {r['train_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
     p0, p1 = results["packing"]

@@ -237,16 +237,17 @@ def token_losses(logits: Any, labels: Any, teacher_logits: Any = None, temperatu
     """Summed cross-entropy and (with a teacher) summed KL(teacher || student) over target tokens."""
     import torch.nn.functional as F
 
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
+    # Shift the labels, not the logits: slicing the logits would copy the largest tensor of the step.
+    logits = logits.float()
+    shift_labels = F.pad(labels, (0, 1), value=data.IGNORE)[:, 1:]
     mask = shift_labels != data.IGNORE
     n = int(mask.sum().item())
-    ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=data.IGNORE, reduction="sum")
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), shift_labels.reshape(-1), ignore_index=data.IGNORE, reduction="sum")
     if teacher_logits is None:
         return ce, None, n
-    vocab = min(shift_logits.size(-1), teacher_logits.size(-1))
-    s = shift_logits[..., :vocab][mask] / temperature
-    t = teacher_logits[:, :-1, :vocab].float()[mask] / temperature
+    vocab = min(logits.size(-1), teacher_logits.size(-1))
+    s = logits[..., :vocab][mask] / temperature
+    t = teacher_logits[..., :vocab].float()[mask] / temperature
     log_p_s = F.log_softmax(s, dim=-1)
     log_p_t = F.log_softmax(t, dim=-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()

@@ -285,9 +285,10 @@ def split_eval(records: list, fraction: float, seed: int) -> tuple[list, list]:
 class Schedule:
     """Which rows make each micro-batch and optimizer step: a pure function of seed and epoch.
 
-    With `world` processes, each epoch's permutation is padded (by repeating its head) to a
-    multiple of `world * batch_size` and rank r takes every world-th micro-batch, so every rank
-    runs the same number of steps.
+    With `world` processes, each epoch's permutation is padded (by repeating its head, as
+    torch's DistributedSampler does) to a multiple of `world * batch_size` and rank r takes every
+    world-th micro-batch, so every rank runs the same number of steps. A single process never
+    repeats a row: its last micro-batch may be smaller.
     """
 
     n_rows: int
@@ -314,7 +315,7 @@ class Schedule:
         idx = list(range(self.n_rows))
         if self.shuffle:
             random.Random(f"llmtools-finetune:{self.seed}:{epoch}").shuffle(idx)
-        total = self.micro_per_epoch * self.batch_size * self.world
+        total = self.micro_per_epoch * self.batch_size * self.world if self.world > 1 else len(idx)
         while len(idx) < total:
             idx += idx[: total - len(idx)]
         self._cache = {epoch: idx}
