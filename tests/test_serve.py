@@ -198,6 +198,16 @@ def test_unknown_model_is_404_model_not_found():
             assert httpx.post(f"{url}/v1/chat/completions", json=body).status_code == 200
 
 
+def test_backend_failures_answer_for_that_request_only():
+    with running_server(Loader()) as (url, _):
+        err = assert_error(httpx.post(f"{url}/v1/completions", json={"prompt": "w " * 600}), 400, "context_length_exceeded")
+        assert "fills the context" in err["message"]
+        assert_error(httpx.post(f"{url}/v1/completions", json={"prompt": "EXPLODE"}), 500, "generation_failed", "server_error")
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("EXPLODE", stream=True))
+        assert_error(r, 500, "generation_failed")  # failed before the first token: a real status, not a 200 stream
+        assert httpx.post(f"{url}/v1/completions", json={"prompt": "fine"}).status_code == 200
+
+
 def test_max_tokens_cap_is_enforced():
     with running_server(Loader(), defaults=Defaults(max_tokens=8, max_tokens_cap=16)) as (url, _):
         err = assert_error(httpx.post(f"{url}/v1/chat/completions", json=chat_body(max_tokens=17)), 400, "max_tokens_too_large")

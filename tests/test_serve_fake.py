@@ -65,6 +65,12 @@ class FakeBackend(Backend):
         params = params or GenerationParams()
         if self.fail_health and prompt == "Hello":
             raise RuntimeError("broken weights")
+        if "EXPLODE" in prompt:
+            raise RuntimeError("backend blew up")
+        if len(prompt.split()) > 500:
+            from llmtools.errors import LLMToolsError
+
+            raise LLMToolsError(f"prompt has {len(prompt.split())} tokens, which fills the context of 500; shorten it")
         self._enter("stream", 1)
         words = self._words(prompt)
         out = 0

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import queue
+import signal
 import socket
 import statistics
 import subprocess
@@ -151,8 +152,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--levels", default="1,4,8")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--same-prompt", action="store_true",
+                    help="send one prompt every time: llama.cpp then reuses its cached prefix, so only decoding is "
+                         "timed (prefill on a loaded machine can stall for seconds at random and swamp the comparison)")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(ROOT / "src"))
@@ -165,6 +170,8 @@ def main() -> None:
     renderer = load_model(path, threads=args.threads, n_ctx=2048)
     prompts = [renderer.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
     renderer.close()
+    if args.same_prompt:
+        prompts = prompts[:1]
     prompts = (prompts * (args.requests // len(prompts) + 1))[: args.requests]
     common = {"max_tokens": args.max_tokens, "temperature": 0.0, "top_p": 1.0, "top_k": 0}
     ours_bodies = [{"prompt": p, **common} for p in prompts]
@@ -227,7 +234,8 @@ def report(results: list[dict], levels: list[int], args) -> None:
 
     direct = agg("direct")
     print(f"\nmodel {args.model}, {args.threads} llama.cpp thread(s), {args.requests} requests x {args.max_tokens} max tokens "
-          f"per system and level, {args.rounds} rounds; tokens/s pooled over rounds, p95 = median of rounds\n")
+          f"per system and level, {args.rounds} rounds{', one repeated prompt' if args.same_prompt else ''}; "
+          f"tokens/s pooled over rounds, p95 = median of rounds\n")
     print("| concurrency | system | tokens/s | p95 latency ms | non-200 | vs direct | vs llama_cpp.server |")
     print("|---|---|---|---|---|---|---|")
     print(f"| 1 (sequential) | direct llama-cpp-python | {direct['tps']:.1f} | {direct['p95']:.0f} | 0 | 1.00x | |")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -31,11 +32,23 @@ PROMPTS = ["Hi", "Say yes.", "Count: 1 2 3", "Red, green and", "The sky is", "He
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--tiny", action="store_true",
+                    help="serve the 2-layer test model (tests/helpers/tiny.py, torch backend) instead of --model: "
+                         "the same server path with near-free generation, to stress the server itself")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=200, help="per client")
     ap.add_argument("--max-tokens", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server
+
+    if args.tiny:
+        import tempfile
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+        from helpers.tiny import build_tiny_llama
+
+        args.model = build_tiny_llama(Path(tempfile.mkdtemp(prefix="llmtools-stress-")) / "tiny")
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

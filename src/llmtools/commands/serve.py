@@ -115,8 +115,10 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, m
         llmtools serve --batch smollm2 < eval.jsonl | llmtools score
 
     \b
-    Exit codes: 0 stopped by SIGTERM after draining; 130 stopped by SIGINT; 2 bad options or the
-    port is taken; 4 the model or a serving dependency is missing.
+    \b
+    Exit codes: 0 drained after SIGTERM (or batch done); 130 SIGINT; 2 bad options or
+    the port cannot be bound; 3 a bad batch record (--on-error fail); 4 the model or
+    a serving dependency is missing, or the first model failed to load.
     """
     from llmtools.ops import serve as ops
 

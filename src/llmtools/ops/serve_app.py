@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmtools.errors import LLMToolsError
 from llmtools.models.base import Backend
 from llmtools.ops.serve_log import RequestLog, log_record
 from llmtools.ops.serve_metrics import Metrics
@@ -383,6 +384,9 @@ async def _next_event(job: Job) -> tuple[str, Any]:
 def _as_api_error(exc: BaseException, state: ServeState, ctx: Ctx) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, LLMToolsError) and "context" in exc.message:
+        # the backends' "prompt fills the context" is the client's to fix, as in OpenAI's API
+        return ApiError(400, exc.message, "invalid_request_error", code="context_length_exceeded", param="messages")
     state.say(f"generation failed ({ctx.request_id}): {exc.__class__.__name__}: {exc}")
     return ApiError(500, f"generation failed ({exc.__class__.__name__}: {exc})", "server_error", code="generation_failed")
 

@@ -145,7 +145,8 @@ class SlotRunner:
 
     def __init__(self, backend: Backend, max_batch: int = 8, workers: int | None = None, name: str = "model"):
         self.backend = backend
-        thread_safe = bool(getattr(backend, "thread_safe", False))
+        # An HTTP backend is only an httpx client, safe to share; local models are not.
+        thread_safe = bool(getattr(backend, "thread_safe", getattr(backend, "backend_name", "") == "http"))
         self.workers = max(1, workers or 1) if thread_safe else 1
         self.max_batch = max(1, max_batch) if backend_batches(backend) else 1
         self._pending: deque[Job] = deque()

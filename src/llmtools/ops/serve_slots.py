@@ -180,6 +180,11 @@ class ModelManager:
             retired = self._evict_locked(now)
         for old in retired:
             self._retire(old)
+        if previous is not None and self.keep.seconds is not None:
+            # unload on time even when no request comes by to trigger a sweep
+            timer = threading.Timer(self.keep.seconds + 0.05, self.sweep)
+            timer.daemon = True
+            timer.start()
 
     def rollback(self) -> ModelSlot:
         """Make the most recently replaced version active again (instant: it is still loaded)."""
