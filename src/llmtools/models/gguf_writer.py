@@ -446,14 +446,13 @@ def hf_to_gguf(
         writer.add_file_type(_FILE_TYPE[outtype])
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-        vocab_info = add_vocab(writer, hf, n_vocab, warn=warn)
+        add_vocab(writer, hf, n_vocab, warn=warn)
         _add_metadata(writer, {k: v for k, v in (metadata or {}).items() if k != "general.name"})
 
         name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
         if rope_type == "llama3":
             factors = _llama3_rope_factors(config, theta, head_dim, scaling)
             writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors)
-        seen_output = False
         for name, data in iter_hf_tensors(hf):
             if name.endswith(".rotary_emb.inv_freq"):
                 continue
@@ -473,7 +472,6 @@ def hf_to_gguf(
                 raise UnsupportedArchitecture(f"{hf}: tensor {name} has no GGUF equivalent for {arch_hf}")
             if m:
                 new_name = new_name.replace(f"blk.{m.group(1)}.", f"blk.{renumber[int(m.group(1))]}.", 1)
-            seen_output |= new_name == "output.weight"
             qtype = _tensor_type(gguf, new_name, data, outtype)
             if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
                 stored = gguf.quants.quantize(np.ascontiguousarray(data), qtype)
@@ -494,5 +492,4 @@ def hf_to_gguf(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    del vocab_info, seen_output
     return out_path
