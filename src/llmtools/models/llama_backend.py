@@ -85,8 +85,15 @@ class LlamaBackend(Backend):
         self.identity = identity
         self.default_seed = seed
         self._lock = threading.RLock()
+        if not threads:
+            # Honour the usual knob: llama.cpp ignores OMP_NUM_THREADS, and two processes each
+            # spinning all cores (a pipeline, a test run) slow each other down many times over.
+            env = os.environ.get("LLMTOOLS_THREADS") or os.environ.get("OMP_NUM_THREADS")
+            threads = int(env) if env and env.isdigit() and int(env) > 0 else None
         self._kwargs = dict(
             n_threads=int(threads) if threads else None,
+            # prompt processing uses its own thread count; unset, it stays at llama.cpp's default
+            n_threads_batch=int(threads) if threads else None,
             n_gpu_layers=int(n_gpu_layers),
             n_batch=int(n_batch),
             verbose=False,
