@@ -418,10 +418,6 @@ class Job:
         """"source:line" of the line read last."""
         return f"{self._source}:{self._line}"
 
-    def _remember(self, record: dict, where: str) -> None:
-        name, _, line = where.rpartition(":")
-        self._where[id(record)] = (name, int(line) if line.isdigit() else 0)
-
     def where(self, record: Any) -> str:
         loc = self._where.get(id(record))
         return f"{loc[0]}:{loc[1]}" if loc else self.location

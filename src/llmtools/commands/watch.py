@@ -14,11 +14,8 @@ from llmtools.io import Job, iter_lines, loads_line, read_jsonl, source_name
 
 
 class _WatchJob(Job):
-    """A Job that keeps no per-record bookkeeping: watch never writes its input records back,
-    and remembering every record's position would grow memory with the stream."""
-
-    def _remember(self, record: dict, where: str) -> None:
-        pass
+    """A Job that reads through `parsed()`, which keeps no per-record bookkeeping: watch never
+    writes its input records back."""
 
     def parsed(self, name: str, lines: Iterator[tuple[int, bytes | None]]) -> Iterator[dict | None]:
         """JSON objects from (lineno, raw) pairs under the --on-error policy; None passes through."""
