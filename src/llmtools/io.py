@@ -149,6 +149,7 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 
 def loads_line(raw: bytes) -> tuple[Any, str | None]:
     """Parse one line: (value, None) or (None, reason)."""
+    raw = raw.rstrip(b"\r\n")  # so the parser's positions read "line 1 column N"
     # translate() counts digits at C speed; only a line with 19+ digits can hold a long run.
     if len(raw) - len(raw.translate(None, b"0123456789")) >= 19 and _LONG_DIGITS.search(raw) is not None:
         # orjson turns integers beyond 64 bits into floats, silently losing digits; the
