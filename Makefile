@@ -1,6 +1,6 @@
 # Targets a person uses. Each one sets up .venv itself (idempotently), so `make test` and
 # `make demo` work on a fresh machine. Override the torch build with TORCH_SPEC, e.g.
-#   make test TORCH_SPEC='torch --index-url https://download.pytorch.org/whl/cu124'
+#   make test TORCH_SPEC='torch==2.13.0 --index-url <your CUDA wheel index>'
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
