@@ -103,7 +103,20 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(tiny_mod
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    assert first_chunk[0].wait(60)  # request 0 is generating, 1-3 are admitted and queued
+    assert first_chunk[0].wait(60)  # request 0 is generating
+    # Wait until 1-3 are admitted too: on a busy machine their threads may not have connected yet,
+    # and a request that arrives after SIGTERM is rightly refused.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+        # admitted = still waiting or running + already answered
+        admitted = sum(float(line.split()[-1]) for line in metrics if line.startswith("llmtools_requests_in_flight"))
+        admitted += sum(float(line.split()[-1]) for line in metrics if line.startswith('llmtools_requests_total{endpoint="completions"'))
+        if admitted >= 4:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the four requests were never all admitted")
     srv.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     refused = None
