@@ -245,9 +245,9 @@ class Filters:
             self._quality_check, self._language_of = F.quality_check, F.language_of
 
     @property
-    def only_empty(self) -> bool:
-        """True when the only filter is the empty-text one (the default): the loop inlines it."""
-        return self.drop_empty and not (
+    def _beyond_empty(self) -> bool:
+        """Any filter other than the empty-text one is on."""
+        return bool(
             self.min_chars is not None
             or self.max_chars is not None
             or self.min_words is not None
@@ -259,18 +259,13 @@ class Filters:
         )
 
     @property
+    def only_empty(self) -> bool:
+        """True when the only filter is the empty-text one (the default): the loop inlines it."""
+        return self.drop_empty and not self._beyond_empty
+
+    @property
     def active(self) -> bool:
-        return bool(
-            self.drop_empty
-            or self.min_chars is not None
-            or self.max_chars is not None
-            or self.min_words is not None
-            or self.max_words is not None
-            or self.include
-            or self.exclude
-            or self.langs
-            or self.quality
-        )
+        return bool(self.drop_empty or self._beyond_empty)
 
     def check(self, text: str, info: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]] | None:
         """None to keep; else (reason, detail). Cheap filters first, language id last."""
