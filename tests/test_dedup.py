@@ -9,6 +9,8 @@ import sys
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "su", "te", "ra", "vo", "ni", "pe", "do") for b in ("n", "rt", "lis", "m", "x", "gen", "pa", "ck", "u", "sh")]
 
@@ -313,3 +315,70 @@ def test_summary_names_largest_clusters(cli, corpus):
     res = cli(["dedup", "--id-field", "id", "-v"], input=jsonl(corpus))
     assert "in=24, unique=12, duplicates=12" in res.stderr
     assert "largest clusters=g" in res.stderr and "(3)" in res.stderr
+
+
+def test_signatures_across_blocks_and_oversized_documents():
+    """Documents that straddle vectorised blocks, and one larger than a block, sign exactly as
+    datasketch's per-document update_batch does."""
+    from datasketch import MinHash
+
+    from llmtools.ops import dedup_hash
+    from llmtools.ops.dedup_hash import Shingler
+
+    rng = random.Random(7)
+    texts = [words(rng, rng.randrange(1500, 3500)) for _ in range(6)]
+    texts.insert(3, words(rng, dedup_hash.BLOCK_SHINGLES + 500))
+    s = Shingler(num_perm=16, seed=5)
+    sigs = s.signatures(texts)
+    for text, sig in zip(texts, sigs):
+        m = MinHash(num_perm=16, seed=5, hashfunc=s.hashfunc())
+        m.update_batch(s.token_shingles(text))
+        assert (m.hashvalues == sig).all()
+
+
+_TOKEN_ALPHABET = "abcXYZ019_ -.,'\"\n\t\u00a0\u2028éÉßΣσ\u0130\u2019\u2018\u201c\u201d\u2026\u2014\u2013\u00b7\u00b0\u20ac"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=_TOKEN_ALPHABET, max_size=40))
+def test_word_tokens_fast_path_matches_regex(text):
+    import re
+
+    from llmtools.ops.dedup_hash import word_tokens
+
+    got = [t.decode() if isinstance(t, bytes) else t for t in word_tokens(text)]
+    assert got == re.findall(r"\w+", text.lower())
+
+
+def test_word_tokens_bytes_and_str_hash_alike():
+    from llmtools.ops.dedup_hash import Shingler
+
+    s = Shingler(num_perm=16)
+    assert s.signatures(["don\u2019t stop the music now please"])[0].tolist() == s.signatures(["don t stop the music now please"])[0].tolist()
+    assert s.tokens[b"caf"] == s.tokens["caf"]
+
+
+def test_lsh_bands_match_datasketch_choice():
+    """lsh_params (Gauss-Legendre, no scipy) picks the bands datasketch's own optimiser picks."""
+    from datasketch.lsh import _optimal_param
+
+    from llmtools.ops.dedup_hash import lsh_params
+
+    for num_perm in (16, 64, 128, 256):
+        for threshold in (0.1, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.97):
+            assert lsh_params(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5), (threshold, num_perm)
+
+
+def test_datasketch_import_skips_scipy_integrate():
+    code = (
+        "import sys\n"
+        "from llmtools.ops.dedup_hash import import_datasketch\n"
+        "ds = import_datasketch()\n"
+        "assert 'scipy.integrate' not in sys.modules, 'scipy.integrate imported'\n"
+        "ds.MinHashLSH(num_perm=16, params=(4, 4))\n"
+        "import scipy.integrate\n"
+        "assert scipy.integrate.quad(lambda x: x, 0, 1)[0] == 0.5\n"
+        "from datasketch.lsh import integrate\n"
+        "assert abs(integrate(lambda x: x, 0, 2)[0] - 2) < 1e-9\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -102,13 +102,16 @@ class NearIndex:
 
     def __init__(self, shingler: Any, threshold: float, verify: bool = False, lsh: Any = None) -> None:
         import numpy as np
-        from datasketch import MinHashLSH
+
+        from llmtools.ops.dedup_hash import import_datasketch, lsh_params
 
         self.np = np
         self.sh = shingler
         self.threshold = threshold
         self.verify = verify
-        self.lsh = lsh if lsh is not None else MinHashLSH(threshold=threshold, num_perm=shingler.num_perm)
+        if lsh is None:
+            lsh = import_datasketch().MinHashLSH(num_perm=shingler.num_perm, params=lsh_params(threshold, shingler.num_perm))
+        self.lsh = lsh
         self.sigs = np.empty((1024, shingler.num_perm), dtype=np.uint32)
         self.ids: list[Any] = []
         self.sets: dict[int, Any] = {}
@@ -134,11 +137,15 @@ class NearIndex:
 
     def _pick(self, cands: list, cand_sigs: Any, sig: Any, shingles: Any, id_of: Any, set_of: Any) -> tuple[Any, float] | None:
         np = self.np
-        est = (cand_sigs == sig).mean(axis=1)
-        order = sorted(range(len(cands)), key=lambda i: (-est[i], str(cands[i])))
+        # Matching positions per candidate, as Python ints: counts / num_perm is the estimate
+        # (bit-identical to the float mean, at a third of the numpy overhead for the usual
+        # one to three candidates).
+        counts = (cand_sigs == sig).sum(axis=1).tolist()
+        width = cand_sigs.shape[1]
+        order = sorted(range(len(cands)), key=lambda i: (-counts[i], str(cands[i]))) if len(cands) > 1 else [0]
         query_set = np.unique(shingles) if (self.verify and shingles is not None) else None
         for i in order:
-            sim = float(est[i])
+            sim = counts[i] / width
             ref = set_of(cands[i]) if query_set is not None else None
             if ref is not None:
                 sim = exact_jaccard(query_set, ref)
@@ -187,10 +194,11 @@ class RedisNearIndex(NearIndex):
     """
 
     def __init__(self, shingler: Any, threshold: float, client: Any, basename: bytes, config: dict) -> None:
-        from datasketch import MinHashLSH
+        from llmtools.ops.dedup_hash import import_datasketch, lsh_params
 
         storage = {"type": "redis", "basename": basename, "redis": config}
-        lsh = MinHashLSH(threshold=threshold, num_perm=shingler.num_perm, storage_config=storage, prepickle=False)
+        lsh = import_datasketch().MinHashLSH(num_perm=shingler.num_perm, params=lsh_params(threshold, shingler.num_perm),
+                                             storage_config=storage, prepickle=False)
         super().__init__(shingler, threshold, verify=False, lsh=lsh)
         self.r = client
         self.base = basename
