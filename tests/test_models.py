@@ -294,3 +294,76 @@ def test_api_key_comes_from_the_environment(torch_model, monkeypatch):
     monkeypatch.setenv("LLMTOOLS_API_KEY", "from-env")
     with serve_backend(torch_model, api_key="from-env") as url:
         assert load_model(url).model == "tiny-llama"
+
+
+# -- llama.cpp threads: decoding (n_threads) and prompt batches (n_threads_batch)
+
+
+@pytest.fixture
+def no_thread_env(monkeypatch):
+    monkeypatch.delenv("LLMTOOLS_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    return monkeypatch
+
+
+def test_llama_threads_default_to_half_the_cores_decoding_and_all_for_prompts(no_thread_env):
+    from llmtools.models import llama_backend
+
+    no_thread_env.setattr(llama_backend, "available_cpus", lambda: 8)
+    assert llama_backend.llama_threads() == (4, 8)  # what llama_cpp.server picks
+    no_thread_env.setattr(llama_backend, "available_cpus", lambda: 1)
+    assert llama_backend.llama_threads() == (1, 1)
+    no_thread_env.setattr(llama_backend, "available_cpus", lambda: 2)
+    assert llama_backend.llama_threads(batch_threads=1) == (1, 1)
+
+
+def test_llama_threads_a_given_budget_covers_both_unless_batch_threads_says_otherwise(no_thread_env):
+    from llmtools.models import llama_backend
+
+    no_thread_env.setattr(llama_backend, "available_cpus", lambda: 8)
+    assert llama_backend.llama_threads(threads=1) == (1, 1)
+    assert llama_backend.llama_threads(threads=1, batch_threads=8) == (1, 8)
+    no_thread_env.setenv("OMP_NUM_THREADS", "2")
+    assert llama_backend.llama_threads() == (2, 2)
+    assert llama_backend.llama_threads(batch_threads=4) == (2, 4)
+    no_thread_env.setenv("LLMTOOLS_THREADS", "3")  # ours wins over the generic OpenMP knob
+    assert llama_backend.llama_threads() == (3, 3)
+    assert llama_backend.llama_threads(threads=1) == (1, 1)  # and the explicit option over both
+    no_thread_env.setenv("LLMTOOLS_THREADS", "junk")
+    assert llama_backend.llama_threads() == (2, 2)
+
+
+def test_llama_backend_passes_both_thread_counts_to_llama_cpp(tiny_gguf, no_thread_env):
+    pytest.importorskip("llama_cpp")
+    from llmtools.models.llama_backend import available_cpus
+
+    model = load_model(tiny_gguf, threads=1, batch_threads=2)
+    try:
+        assert (model.llm.n_threads, model.llm.n_threads_batch) == (1, 2)
+        assert model.llm.context_params.n_threads_batch == 2
+    finally:
+        model.close()
+    model = load_model(tiny_gguf)
+    try:
+        cpus = available_cpus()
+        assert (model.llm.n_threads, model.llm.n_threads_batch) == (max(cpus // 2, 1), cpus)
+    finally:
+        model.close()
+
+
+def test_serve_batch_threads_option_reaches_the_loader(cli, monkeypatch):
+    from llmtools.ops import serve as ops
+
+    seen = {}
+
+    def fake_make_loader(**opts):
+        seen.update(opts)
+
+        def load(ref):
+            raise SystemExit(0)
+
+        return load
+
+    monkeypatch.setattr(ops, "make_loader", fake_make_loader)
+    cli(["serve", "--batch", "smollm2", "--threads", "1", "--batch-threads", "2"], input="")
+    assert seen["threads"] == 1 and seen["batch_threads"] == 2

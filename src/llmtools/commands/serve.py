@@ -72,14 +72,20 @@ def _split_env(name: str) -> tuple[str, ...]:
               help="Keep replaced versions loaded for rollback: a count (2) or a time (90s, 10m, 1h). 0 unloads at once.")
 @click.option("--backend", type=click.Choice(["auto", "torch", "llama", "http"]), default="auto", show_default=True,
               help="Model backend; auto picks llama.cpp for .gguf, torch for a directory, http for a URL.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for inference (default: the backend's choice).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for inference (default: the backend's choice). For llama.cpp this is also the "
+                   "prompt-processing budget unless --batch-threads is given.")
+@click.option("--batch-threads", type=click.IntRange(1), default=None,
+              help="llama.cpp: CPU threads for prompt processing (default: --threads, else $LLMTOOLS_THREADS or "
+                   "$OMP_NUM_THREADS, else all cores, as llama_cpp.server does).")
 @click.option("--n-ctx", type=click.IntRange(16), default=None, help="Context length (default: the backend's choice).")
 @click.option("--model-api-key", metavar="KEY", default=None,
               help="API key for an http(s) MODEL endpoint (default: $OPENAI_API_KEY).")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickle `.bin` weights (they can run arbitrary code when loaded).")
 def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, max_tokens, temperature, top_p, top_k, seed,
         stop, host, port, api_keys, admin_keys, max_body, max_tokens_cap, max_concurrency, max_queue, timeout, micro_batch,
-        log_path, log_content, model_name, model_file, keep_previous, backend, threads, n_ctx, model_api_key, trust_pickle):
+        log_path, log_content, model_name, model_file, keep_previous, backend, threads, batch_threads, n_ctx, model_api_key,
+        trust_pickle):
     """Serve a model over an OpenAI-compatible API, or in batch.
 
     MODEL is a Hugging Face directory, a .gguf file, a registry name (default: smollm2) or an
@@ -127,6 +133,7 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, m
         api_key=model_api_key or os.environ.get("OPENAI_API_KEY"),
         trust_pickle=trust_pickle,
         threads=threads,
+        batch_threads=batch_threads,
         n_ctx=n_ctx,
     )
     if model and model_file:

@@ -14,7 +14,10 @@ Nothing here imports torch, transformers or llama_cpp at module import time.
 
     n_ctx=None       context length (llama.cpp: default 2048 or the model's, whichever is smaller;
                      torch: the model's max_position_embeddings; caps sliding-window scoring)
-    threads=None     CPU threads (torch.set_num_threads / llama.cpp n_threads)
+    threads=None     CPU threads (torch.set_num_threads / llama.cpp n_threads, and n_threads_batch
+                     unless batch_threads is given; unset, $LLMTOOLS_THREADS / $OMP_NUM_THREADS, else
+                     llama.cpp decodes on half the cores and processes prompts on all of them)
+    batch_threads=None  llama.cpp: threads for prompt processing (n_threads_batch) on their own
     device=None      torch device: "cpu", "cuda", "cuda:1", "mps" (default: cuda if available, else cpu)
     dtype=None       torch dtype name: "float32", "bfloat16", "float16" (default: float32 on cpu)
     n_gpu_layers=0   llama.cpp layers offloaded to a GPU (-1 = all)

@@ -65,6 +65,39 @@ def gguf_context_length(path: str) -> int | None:
         return None
 
 
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask, so a container's or taskset's limit counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads() -> int | None:
+    for name in ("LLMTOOLS_THREADS", "OMP_NUM_THREADS"):
+        env = os.environ.get(name, "").strip()
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+    return None
+
+
+def llama_threads(threads: int | None = None, batch_threads: int | None = None) -> tuple[int, int]:
+    """(n_threads, n_threads_batch): the threads that decode tokens and that process prompt batches.
+
+    - `threads` given (or $LLMTOOLS_THREADS / $OMP_NUM_THREADS set) is the CPU budget for both,
+      as llama.cpp's own `-t` is: two processes each spinning every core slow each other down
+      many times over, so a pipeline stage pinned to one thread stays on one.
+    - Nothing said: half the cores decode (decoding is memory-bound) and every core processes
+      prompt batches (compute-bound), the defaults of llama-cpp-python and llama_cpp.server.
+    - `batch_threads` sets the prompt-batch threads on its own, over either of the above.
+    """
+    threads = int(threads) if threads else _env_threads()
+    cpus = available_cpus()
+    n_threads = threads or max(cpus // 2, 1)
+    n_batch = int(batch_threads) if batch_threads else (threads or cpus)
+    return n_threads, n_batch
+
+
 class LlamaBackend(Backend):
     backend_name = "llama"
     supports_embeddings = True
@@ -78,6 +111,7 @@ class LlamaBackend(Backend):
         n_gpu_layers: int = 0,
         seed: int | None = None,
         n_batch: int = 512,
+        batch_threads: int | None = None,
         **_other_backends_opts: Any,
     ):
         self.llama_cpp = require("llama_cpp", "gguf", "the llama.cpp backend")
@@ -85,15 +119,10 @@ class LlamaBackend(Backend):
         self.identity = identity
         self.default_seed = seed
         self._lock = threading.RLock()
-        if not threads:
-            # Honour the usual knob: llama.cpp ignores OMP_NUM_THREADS, and two processes each
-            # spinning all cores (a pipeline, a test run) slow each other down many times over.
-            env = os.environ.get("LLMTOOLS_THREADS") or os.environ.get("OMP_NUM_THREADS")
-            threads = int(env) if env and env.isdigit() and int(env) > 0 else None
+        n_threads, n_threads_batch = llama_threads(threads, batch_threads)
         self._kwargs = dict(
-            n_threads=int(threads) if threads else None,
-            # prompt processing uses its own thread count; unset, it stays at llama.cpp's default
-            n_threads_batch=int(threads) if threads else None,
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
             n_gpu_layers=int(n_gpu_layers),
             n_batch=int(n_batch),
             verbose=False,
