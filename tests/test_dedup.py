@@ -346,16 +346,38 @@ def test_word_tokens_fast_path_matches_regex(text):
 
     from llmtools.ops.dedup_hash import word_tokens
 
-    got = [t.decode() if isinstance(t, bytes) else t for t in word_tokens(text)]
-    assert got == re.findall(r"\w+", text.lower())
+    assert word_tokens(text) == re.findall(r"\w+", text.lower())
 
 
-def test_word_tokens_bytes_and_str_hash_alike():
+def _reference_word_value(word: str) -> int:
+    """The documented word value, one word at a time in plain Python."""
+    from llmtools.ops.dedup_hash import _fmix64_int
+
+    data = word.encode("utf-8", "surrogatepass")
+    poly = sum(b * pow(0x100000001B3, i, 1 << 64) for i, b in enumerate(data)) % (1 << 64)
+    return _fmix64_int(poly ^ len(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=_TOKEN_ALPHABET + "\u4e2d\U0001f600\u00e9\u0301", max_size=30), max_size=6))
+def test_vectorised_word_values_match_reference(texts):
+    from llmtools.ops.dedup_hash import Shingler, word_tokens
+
+    s = Shingler(num_perm=16)
+    values, lengths = s.token_arrays(texts)
+    expected = [_reference_word_value(w) for t in texts for w in word_tokens(t)]
+    assert values.tolist() == expected
+    assert lengths.tolist() == [len(word_tokens(t)) for t in texts]
+
+
+def test_long_words_and_typographic_punctuation():
     from llmtools.ops.dedup_hash import Shingler
 
     s = Shingler(num_perm=16)
+    long_word = "x" * 5000 + "y"
+    values, _ = s.token_arrays([long_word, "a " + long_word[:-1] + "z"])
+    assert values.tolist() == [_reference_word_value(long_word), _reference_word_value("a"), _reference_word_value(long_word[:-1] + "z")]
     assert s.signatures(["don\u2019t stop the music now please"])[0].tolist() == s.signatures(["don t stop the music now please"])[0].tolist()
-    assert s.tokens[b"caf"] == s.tokens["caf"]
 
 
 def test_lsh_bands_match_datasketch_choice():

@@ -56,7 +56,7 @@ class DedupOptions:
                     "ignore_space": self.ignore_space, "ignore_punct": self.ignore_punct}
         return {"format": "llmtools-dedup-index", "version": 1, "mode": "near", "num_perm": self.num_perm,
                 "seed": self.seed, "ngram": self.n, "shingle": self.shingle, "threshold": self.threshold,
-                "scheme": "affine32"}
+                "scheme": "affine32", "word_hash": "poly64-fnv"}
 
 
 @dataclass
