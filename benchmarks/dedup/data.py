@@ -49,3 +49,32 @@ def kb_docs(n: int, size: int = 1024) -> list[str]:
         docs.append(" ".join(buf))
         i += 1
     return docs
+
+
+def mixed_docs(n: int, size: int = 1024, dup_share: float = 0.2, seed: int = 7) -> list[str]:
+    """n documents of about `size` characters, mostly distinct: each is a random run of the
+    topics' sentences (so documents rarely share 5-grams by chance), and `dup_share` of them
+    are copies of an earlier document with a few words changed (near-duplicates), the kind of
+    mix a web crawl has. Deterministic for a seed."""
+    import random
+
+    from pydoc_data.topics import topics
+
+    text = " ".join(" ".join(topics[k].split()) for k in sorted(topics))
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
+    rng = random.Random(seed)
+    docs: list[str] = []
+    while len(docs) < n:
+        if docs and rng.random() < dup_share:
+            words = rng.choice(docs).split()
+            for _ in range(max(1, len(words) // 100)):
+                words[rng.randrange(len(words))] = rng.choice(words)
+            docs.append(" ".join(words))
+            continue
+        buf, length = [], 0
+        while length < size:
+            s = sentences[rng.randrange(len(sentences))]
+            buf.append(s)
+            length += len(s) + 1
+        docs.append(" ".join(buf))
+    return docs
