@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import sys
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmtools import io as lio
 from llmtools.errors import BadInputError, UsageError
@@ -130,3 +133,60 @@ def test_validate_hook_replaces_field_check(tmp_path):
     with lio.Job([path], field=None, on_error="skip", validate=validate, quiet=True) as job:
         assert len(list(job.records())) == 1
     assert job.counts["bad"] == 1
+
+
+def test_big_ints_survive_job_records_in_short_and_long_lines(tmp_path):
+    # Job.records() clears most long lines by looking at the parsed floats instead of counting
+    # digits; an integer beyond 64 bits must come through exact either way, wherever it sits.
+    pad = "x" * 2000
+    big, neg = 123456789012345678901234567890, -(2**70)
+    rows = [
+        {"text": "short", "n": big},
+        {"text": pad, "n": big},
+        {"text": pad, "deep": {"list": [1, 2.5, {"n": neg}]}},
+        {"text": pad, "u64": 2**64 - 1, "i64": -(2**63), "f": 1e300, "digits": "1234567890123456789012"},
+        {"text": pad, "many": list(range(100)) + [big]},
+    ]
+    path = _write(tmp_path, "big.jsonl", b"".join(lio.dumps(r) + b"\n" for r in rows))
+    with lio.Job([path]) as job:
+        assert list(job.records()) == rows
+
+
+@pytest.mark.parametrize("value, expected", [
+    ({"a": 1, "b": "x", "c": 0.5, "d": None, "e": [1.5, -2.0e18]}, False),
+    ({"a": 1.8446744073709552e19}, True),
+    ({"a": {"b": [{"c": -9.3e18}]}}, True),
+    ({"a": list(range(65))}, True),  # too many values to look at: the digit count decides
+])
+def test_may_hold_rounded_int(value, expected):
+    assert lio._may_hold_rounded_int(value) is expected
+
+
+@given(st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?", fullmatch=True),
+))
+@settings(max_examples=500, deadline=None)
+def test_orjson_agrees_with_json_except_on_big_ints(literal):
+    # Why Job.records() may skip the stdlib re-read for a record without a float of 2**63 or
+    # more: wherever orjson parses a number, it parses it as json does, except integers
+    # beyond 64 bits, which it turns into such floats.
+    try:
+        fast = orjson.loads(literal)
+    except orjson.JSONDecodeError:
+        return  # such lines take the careful path anyway
+    exact = json.loads(literal)
+    if isinstance(fast, float) and not -lio._ROUNDED < fast < lio._ROUNDED:
+        return
+    assert type(fast) is type(exact) and repr(fast) == repr(exact)
+
+
+def test_write_all_is_write_in_a_loop(tmp_path, capsysbinary):
+    rows = [{"text": "a", "n": 2**70}, {"text": "é"}, {"text": "b", "f": 0.1}]
+    with lio.Job(["-"], output=str(tmp_path / "one.jsonl")) as job:
+        for r in rows:
+            job.write(r)
+    with lio.Job(["-"], output=str(tmp_path / "all.jsonl")) as job2:
+        job2.write_all(iter(rows))
+    assert (tmp_path / "all.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert job2.counts["out"] == job.counts["out"] == 3 and job2._writer.count == 3

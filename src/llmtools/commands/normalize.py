@@ -156,12 +156,10 @@ def cli(io: options.IOConfig, steps: tuple[str, ...], newlines: str, date_order:
     stats = ops.Stats()
     job = io.job()
     with job:
-        write = job.write
-        for record in ops.normalize(
+        job.write_all(ops.normalize(
             job.records(), field=io.field or "text", steps=chosen, filters=filters, explain=explain,
             on_drop=job.reject, stats=stats, newlines=newlines, date_order=date_order, pii_kinds=pii_kinds,
-        ):
-            write(record)
+        ))
 
     rows: dict[str, Any] = {"records in": job.counts["in"], "records out": job.counts["out"]}
     if job.counts["bad"]:
