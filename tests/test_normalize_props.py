@@ -115,3 +115,75 @@ def test_whitespace_shortcut_is_exact(text, newlines):
     # The cheap "nothing to do" test must agree with the full rewrite (which handles everything).
     if text:
         assert T.collapse_whitespace(text, newlines) == T._rewrite_whitespace(text, newlines, True)
+
+
+# The quick paths: a text is checked before any step runs (T.ascii_unchanged for ASCII text,
+# each step's "*_possible" test for the rest), and the chain starts at the first step with
+# work. They must give exactly what running every step gives.
+QUICK_SETS = [DEFAULT_STEPS, ("controls", "whitespace"), ("nfkc", "whitespace"), ("mojibake", "quotes", "dashes"),
+              ("mojibake", "controls", "nfc", "quotes", "dashes", "whitespace")]
+ascii_texts = st.one_of(
+    st.text(st.characters(max_codepoint=127)),
+    st.lists(st.sampled_from(["a", "b.", " ", "  ", "\n", "\n\n", "\n\n\n", " \n", "\t", "\r", "\x0b", "\x1b[1m", "\x7f", "\x00"]),
+             max_size=12).map("".join),
+)
+
+
+def _slow(norm: TextNormalizer, text: str) -> tuple[str, list[str]]:
+    """What norm(text) gives with every step run, no quick path (the pre-check-free pipeline)."""
+    changed: list[str] = []
+    for name, fn in norm.chain:
+        new = fn(text)
+        if new is not text:
+            changed.append(name)
+            text = new
+    if not changed:
+        return text, changed
+    for _ in range(4):
+        if not (norm.mojibake and changed != ["mojibake"] and T.mojibake_suspected(text)):
+            break
+        again: list[str] = []
+        for name, fn in norm.chain:
+            new = fn(text)
+            if new is not text:
+                again.append(name)
+                text = new
+        if not again:
+            break
+        done = set(changed) | set(again)
+        changed = [s for s in norm.steps if s in done]
+    return text, changed
+
+
+@SETTINGS
+@given(st.one_of(texts, ascii_texts), st.sampled_from(QUICK_SETS), st.sampled_from(["keep", "paragraphs", "none"]))
+def test_quick_path_equals_every_step(text, steps, newlines):
+    norm = TextNormalizer(steps, newlines=newlines)
+    assert norm.quick
+    assert norm(text) == _slow(norm, text)
+
+
+@SETTINGS
+@given(st.one_of(texts, ascii_texts), st.sampled_from(["keep", "paragraphs", "none"]))
+def test_possible_checks_are_necessary_conditions(text, newlines):
+    # A step whose check says "nothing to do" must indeed return its input.
+    pairs = [
+        (T.mojibake_possible, T.fix_mojibake), (T.controls_possible, T.remove_controls), (T.nfc_possible, T.nfc),
+        (T.nfkc_possible, T.nfkc), (T.quotes_possible, T.unify_quotes), (T.dashes_possible, T.unify_dashes),
+        (lambda t: T.whitespace_possible(t, newlines), lambda t: T.collapse_whitespace(t, newlines)),
+    ]
+    for possible, step in pairs:
+        if not possible(text):
+            assert step(text) is text, step
+    if T.ascii_unchanged(text, newlines):
+        for step in (T.remove_controls, lambda t: T.collapse_whitespace(t, newlines)):
+            assert step(text) is text
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(["a", "b.", " ", "  ", "   ", "\n", "\n\n", "\n\n\n", " \n", "\n ", "x y"]), max_size=16).map("".join))
+def test_whole_text_space_rewrite_equals_line_by_line(text):
+    # _rewrite_whitespace takes a whole-text shortcut for text of spaces and line breaks only,
+    # without indented lines; the line-by-line rewrite (other=True handles everything) agrees.
+    if text and "\n " not in text:
+        assert T._rewrite_spaces(text) == T._rewrite_whitespace(text, "keep", True)

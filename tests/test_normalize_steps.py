@@ -255,3 +255,20 @@ def test_numbers():
 def test_value_steps_together():
     out = normalize_text("Paid $1,200.50 on March 5, 2024 for 12,000 units", ["dates", "currency", "numbers"])
     assert out == "Paid 1200.50 USD on 2024-03-05 for 12000 units"
+
+
+def test_nfc_inert_characters_never_take_part_in_composition():
+    # T.nfc_possible skips unicodedata.is_normalized for texts whose non-ASCII characters are
+    # all in T._NFC_INERT: each must be a starter (combining class 0) that is NFC by itself
+    # (not excluded) and never the second part of a canonical decomposition, so that it can
+    # neither change nor combine with what comes before it.
+    seconds = set()
+    for cp in range(0x110000):
+        d = unicodedata.decomposition(chr(cp))
+        if d and not d.startswith("<"):
+            seconds.update(int(p, 16) for p in d.split()[1:])
+    for ch in T._NFC_INERT:
+        assert unicodedata.combining(ch) == 0, hex(ord(ch))
+        assert unicodedata.is_normalized("NFC", ch), hex(ord(ch))
+        assert ord(ch) not in seconds, hex(ord(ch))
+    assert all(unicodedata.is_normalized("NFC", a + b) for a in map(chr, range(256)) for b in T._NFC_INERT)

@@ -165,6 +165,22 @@ class TextNormalizer:
         self.ascii_chain = [(s, f) for s, f in self.chain if s not in _NOOP_ON_ASCII]
         self.mojibake = "mojibake" in self.steps
         self.opt_in = bool(set(self.steps) - set(DEFAULT_STEPS))
+        # With only these steps (the defaults, or some of them), a text is first checked, not
+        # passed through every step: an ASCII text in one go (T.ascii_unchanged), any other by
+        # each step's cheap "anything to do?" test, which all share one profile of the text.
+        # The chain then starts at the first step that may change the text, if any.
+        self.newlines = newlines
+        self.quick = set(self.steps) <= _QUICK_STEPS
+        possible: dict[str, Callable[[str], bool]] = {
+            "mojibake": T.mojibake_possible,
+            "controls": T.controls_possible,
+            "nfc": T.nfc_possible,
+            "nfkc": T.nfkc_possible,
+            "quotes": T.quotes_possible,
+            "dashes": T.dashes_possible,
+            "whitespace": lambda text: T.whitespace_possible(text, newlines),
+        }
+        self.checks = [(i, possible[s]) for i, s in enumerate(self.steps)] if self.quick else []
 
     def _pass(self, text: str) -> tuple[str, list[str]]:
         changed: list[str] = []
@@ -177,7 +193,20 @@ class TextNormalizer:
 
     def __call__(self, text: str) -> tuple[str, list[str]]:
         changed: list[str] = []
-        for name, fn in self.ascii_chain if text.isascii() else self.chain:  # = self._pass, inlined
+        if not self.quick:
+            chain = self.ascii_chain if text.isascii() else self.chain
+        elif text.isascii():
+            chain = self.ascii_chain
+            if chain and T.ascii_unchanged(text, self.newlines):
+                return text, changed
+        else:
+            for i, possible in self.checks:
+                if possible(text):
+                    chain = self.chain[i:]
+                    break
+            else:
+                return text, changed
+        for name, fn in chain:  # = self._pass, inlined
             new = fn(text)
             if new is not text:
                 changed.append(name)
@@ -201,6 +230,7 @@ class TextNormalizer:
 
 
 _NOOP_ON_ASCII = frozenset({"mojibake", "nfc", "nfkc", "quotes", "dashes"})
+_QUICK_STEPS = _NOOP_ON_ASCII | {"controls", "whitespace"}
 _PLACEHOLDER_LOWER = re.compile(r"<(?:email|phone|ipv4|ipv6|credit_card|iban)>")
 
 
@@ -343,12 +373,20 @@ def normalize(
     flat = keys[0] if len(keys) == 1 else None
     redactor = norm.redactor
     step_counts = stats.steps
+    # Most records hold ASCII text that no step changes and no filter but the empty one drops
+    # (such a text is not empty): they pass after one check, skipping the bookkeeping below.
+    ascii_unchanged = None
+    if norm.quick and norm.ascii_chain and not explain and (empty_only or check is None):
+        ascii_unchanged = T.ascii_unchanged
     for rec in records:
         if flat is not None:
             text = rec.get(flat) if isinstance(rec, dict) else None
         else:
             text = get_field(rec, keys)
         if not isinstance(text, str):
+            yield rec
+            continue
+        if ascii_unchanged is not None and ascii_unchanged(text, newlines):
             yield rec
             continue
         pii_before = dict(redactor.counts) if (redactor is not None and explain) else None

@@ -43,6 +43,7 @@ U = _LazyPatterns()
 # their input object when they change nothing, so consecutive steps reuse one profile.
 _NOT_C0 = bytes(b for b in range(256) if not (b < 0x20 or b == 0x7F))
 _ASCII_BYTES = bytes(range(128))
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 _EMPTY: frozenset[str] = frozenset()
 _last_profile: tuple[str, bytes, str, bytes, frozenset[str]] = ("", b"", "", b"", _EMPTY)
 
@@ -58,10 +59,12 @@ def _profile(text: str) -> tuple[str, bytes, str, bytes, frozenset[str]]:
         last = (text, raw.translate(None, _NOT_C0), "", raw, _EMPTY)
     else:
         raw = text.encode("utf-8", "surrogatepass")
-        # Deleting ASCII bytes never splits a UTF-8 sequence: what is left decodes to exactly
-        # the non-ASCII characters.
-        na = raw.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
-        last = (text, raw.translate(None, _NOT_C0), na, raw, frozenset(na))
+        # One pass over the text deletes the printable ASCII (most of it); the short rest holds
+        # the C0 controls and the non-ASCII characters. Deleting ASCII bytes never splits a
+        # UTF-8 sequence: what is left of the rest decodes to exactly the non-ASCII characters.
+        rest = raw.translate(None, _PRINTABLE_ASCII)
+        na = rest.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
+        last = (text, rest.translate(None, _NOT_C0), na, raw, frozenset(na))
     _last_profile = last
     return last
 
@@ -191,21 +194,23 @@ def mojibake_suspected(text: str) -> bool:
     without a BADNESS_RE match, a C1 control or a surrogate. Those are cheap to rule out, so the
     exact (slow) test runs only on the few texts that pass them.
     """
+    return mojibake_possible(text) and _ftfy()[1](text)
+
+
+def mojibake_possible(text: str) -> bool:
+    """The cheap part of mojibake_suspected (no ftfy needed): False means ftfy changes nothing."""
     if text.isascii():
         return False
     _, _, na, raw, chars = _profile(text)
+    if not chars.isdisjoint(_C1_SURROGATES) or "œ" in chars or "Œ" in chars:
+        return True
+    if ("Ã" in chars and "Ã " in text) or ("Â" in chars and "Â " in text):
+        return True
+    if len(na) < 2:  # two non-ASCII characters side by side need two of them
+        return False
     if raw is None:
         raw = text.encode("utf-8", "surrogatepass")
-    if not (
-        not chars.isdisjoint(_C1_SURROGATES)
-        or b"cL" in raw.translate(_UTF8_CLASS)
-        or ("Ã" in chars and "Ã " in text)
-        or ("Â" in chars and "Â " in text)
-        or "œ" in chars
-        or "Œ" in chars
-    ):
-        return False
-    return _ftfy()[1](text)
+    return b"cL" in raw.translate(_UTF8_CLASS)
 
 
 # ftfy's cost grows with the length of the segment it is given (it scans it with a large
@@ -219,7 +224,7 @@ def _fix_line(line: str, fix: Callable[[str], str]) -> str:
         return fix(line)
     chunks = _CHUNK_SPLIT.split(line)
     for i, chunk in enumerate(chunks):
-        if mojibake_suspected(chunk):
+        if not chunk.isascii() and mojibake_suspected(chunk):  # most chunks are ASCII words
             chunks[i] = fix(chunk)
     return " ".join(chunks)
 
@@ -248,6 +253,23 @@ def nfc(text: str) -> str:
     if text.isascii() or unicodedata.is_normalized("NFC", text):
         return text
     return unicodedata.normalize("NFC", text)
+
+
+# Characters that can never take part in an NFC change, whatever their neighbours: not
+# combining, not the second part of any canonical decomposition, and NFC themselves (a test
+# derives this from unicodedata). Latin-1 letters, quotes, dashes and the like: a text holding
+# no other non-ASCII characters is NFC, without is_normalized's ~2 ns per character.
+_NFC_INERT = frozenset(map(chr, [*range(0x80, 0x100), *range(0x2002, 0x2070), *range(0x20A0, 0x20C1), 0x2212]))
+
+
+def nfc_possible(text: str) -> bool:
+    if text.isascii() or _profile(text)[4] <= _NFC_INERT:
+        return False
+    return not unicodedata.is_normalized("NFC", text)
+
+
+def nfkc_possible(text: str) -> bool:
+    return not text.isascii() and not unicodedata.is_normalized("NFKC", text)
 
 
 def nfkc(text: str) -> str:
@@ -293,6 +315,12 @@ _INVISIBLE_NA = (
     | frozenset(map(chr, [*range(0x86, 0xA0), *range(0x202A, 0x202F), *range(0x2060, 0x2065), *range(0x2066, 0x206A)]))
     | _TAGS
 )
+
+
+def controls_possible(text: str) -> bool:
+    """False when remove_controls() certainly changes nothing."""
+    _, ctrl, _, _, chars = _profile(text)
+    return bool(ctrl.translate(None, _C0_KEEP)) or not (chars.isdisjoint(_INVISIBLE_NA) and chars.isdisjoint(_SURROGATES))
 
 
 def remove_controls(text: str) -> str:
@@ -349,6 +377,14 @@ def _replace_all(text: str, found: frozenset[str], table: dict[int, str]) -> str
     # one without another pass over the text (the UTF-8 bytes are recomputed only if needed).
     _last_profile = (text, ctrl, na, None, frozenset(na))  # type: ignore[assignment]
     return text
+
+
+def quotes_possible(text: str) -> bool:
+    return not text.isascii() and not _profile(text)[4].isdisjoint(_QUOTE_CHARS)
+
+
+def dashes_possible(text: str) -> bool:
+    return not text.isascii() and not _profile(text)[4].isdisjoint(_DASH_CHARS)
 
 
 def unify_quotes(text: str) -> str:
@@ -459,36 +495,74 @@ def collapse_whitespace(text: str, newlines: str = "keep") -> str:
         return text if out == text else out
     if not text:
         return text
-    _, ctrl, _, _, chars = _profile(text)
-    other = bool(ctrl and ctrl.translate(None, _NOT_WS_C0)) or not chars.isdisjoint(_UNICODE_SPACES)
-    if not (
-        other
-        or text[0].isspace()
-        or text[-1].isspace()
-        or "  " in text
-        or "\t" in text
-        or ("\n" in text and (newlines == "paragraphs" or _line_ends_need_work(text)))
-    ):
+    other = _other_whitespace(text)
+    if not other and not _spacing_needs_work(text, newlines):
         return text
     return _rewrite_whitespace(text, newlines, other)
 
 
-def _line_ends_need_work(text: str) -> bool:
-    """A space before a line break, or two blank lines in a row (one pass, not two scans)."""
-    blank = False
-    for line in text.split("\n"):
-        if not line:
-            if blank:
-                return True
-            blank = True
-        elif line[-1] == " ":
+def whitespace_possible(text: str, newlines: str = "keep") -> bool:
+    """False when collapse_whitespace(text, newlines) certainly changes nothing."""
+    if not text:
+        return False
+    # With newlines="none" a text stays as it is exactly when it has no line break and nothing
+    # the paragraphs test looks for.
+    return _other_whitespace(text) or _spacing_needs_work(text, "keep" if newlines == "keep" else "paragraphs")
+
+
+def _other_whitespace(text: str) -> bool:
+    """Whitespace other than space, tab and "\\n": C0 line breaks and separators, Unicode spaces."""
+    _, ctrl, _, _, chars = _profile(text)
+    return bool(ctrl and ctrl.translate(None, _NOT_WS_C0)) or not chars.isdisjoint(_UNICODE_SPACES)
+
+
+def _spacing_needs_work(text: str, newlines: str) -> bool:
+    """For a non-empty text without _other_whitespace: would the whitespace step change it?"""
+    if text[0].isspace() or text[-1].isspace() or "  " in text or "\t" in text:
+        return True
+    i = text.find("\n")
+    if i < 0:
+        return False
+    if newlines != "keep":
+        return True  # paragraphs: a line break inside a paragraph is joined (the rewrite decides)
+    # Each line break: a space before it, or a third one after a blank line, needs work. The
+    # text neither starts nor ends with whitespace, so text[i - 1] and text[i + 2] exist.
+    while i >= 0:
+        if text[i - 1] == " ":
             return True
+        if text[i + 1] == "\n":
+            if text[i + 2] == "\n":
+                return True
+            i = text.find("\n", i + 2)
         else:
-            blank = False
+            i = text.find("\n", i + 1)
     return False
 
 
+# Every byte but the C0 controls other than "\n", and DEL: deleting these from an ASCII text's
+# bytes leaves exactly the characters the controls or whitespace step would act on.
+_NOT_ASCII_WORK = bytes(b for b in range(256) if not ((b < 0x20 and b != 0x0A) or b == 0x7F))
+
+
+def ascii_unchanged(text: str, newlines: str = "keep") -> bool:
+    """True when `text` is ASCII and no step among mojibake, controls, nfc, nfkc, quotes,
+    dashes and whitespace (with these `newlines`) would change it. A sufficient condition:
+    False only means "run the steps".
+
+    On ASCII text only two of those steps can do anything: controls (a C0 control other than
+    the whitespace ones, or DEL) and whitespace (leading or trailing whitespace, a double
+    space, a tab or other C0 whitespace, a space before a line break, two blank lines in a
+    row; with `newlines` other than keep, any line break). Most text has none of these, and
+    the test is a few C-speed scans instead of a pass per step.
+    """
+    if not text.isascii() or not text or _spacing_needs_work(text, newlines):
+        return False
+    return not text.encode("ascii").translate(None, _NOT_ASCII_WORK)
+
+
 def _rewrite_whitespace(text: str, newlines: str, other: bool) -> str:
+    if not other and newlines == "keep" and "\t" not in text and "\n " not in text:
+        return _rewrite_spaces(text)
     if other:
         src = text.replace("\u2029", "\n\n") if "\u2029" in text else text
         lines = src.splitlines()
@@ -522,3 +596,17 @@ def _rewrite_whitespace(text: str, newlines: str, other: bool) -> str:
         out.pop()
     result = "\n".join(out).lstrip()
     return text if result == text else result
+
+
+def _rewrite_spaces(text: str) -> str:
+    """_rewrite_whitespace for the common case, on the whole text at once: only spaces and "\n",
+    and no line but the first indented (no "\n "). Every line is then stripped, its space runs
+    collapsed, and runs of blank lines become one; indentation of the first line goes anyway."""
+    out = text.strip(" \n")
+    while "  " in out:
+        out = out.replace("  ", " ")
+    if " \n" in out:
+        out = out.replace(" \n", "\n")  # one space at most: the runs are collapsed
+    while "\n\n\n" in out:
+        out = out.replace("\n\n\n", "\n\n")
+    return text if out == text else out
