@@ -86,3 +86,23 @@ def test_short_run_imports_only_what_it_needs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"text": "Hello world"}
     assert proc.stderr.decode() == ""
+
+
+def test_ftfy_loads_without_its_display_helpers_until_used():
+    # Repairing mojibake imports ftfy but not ftfy.formatting (wcwidth, ~20 ms); ftfy's own use
+    # of it (explain_unicode) still works, through the real module, imported on first call.
+    code = (
+        "import io, sys, contextlib\n"
+        "from llmtools.ops import normalize_text as T\n"
+        "assert T.fix_mojibake('doesn\\u00e2\\u20ac\\u2122t') == 'doesn\\u2019t'\n"
+        "assert 'ftfy' in sys.modules and 'wcwidth' not in sys.modules and 'ftfy.formatting' not in sys.modules\n"
+        "import ftfy\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    ftfy.explain_unicode('\\u00e9')\n"
+        "assert 'LATIN SMALL LETTER E WITH ACUTE' in out.getvalue(), out.getvalue()\n"
+        "import ftfy.formatting\n"
+        "assert hasattr(ftfy.formatting, 'display_center') and 'wcwidth' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
