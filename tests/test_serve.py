@@ -368,3 +368,33 @@ def test_request_log_records_and_content_only_when_asked(tmp_path):
         httpx.post(f"{url}/v1/completions", json={"model": "fake-a", "prompt": "secret words"})
     (rec,) = [json.loads(line) for line in log2.read_text().splitlines()]
     assert rec["prompt"] == "secret words" and rec["response"] == "fake-a secret words"
+
+
+def test_accepted_connections_have_nagle_off():
+    """A response goes out as headers then body; with Nagle on, the body waited for the client's
+    delayed ACK (up to 40 ms a request). asyncio sets TCP_NODELAY only when the socket says TCP."""
+    import asyncio
+    import socket
+
+    from llmtools.ops.serve_http import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+
+    async def accept_one() -> int:
+        got = asyncio.get_running_loop().create_future()
+
+        async def handle(reader, writer):
+            got.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+            value = await asyncio.wait_for(got, 10)
+            writer.close()
+            return value
+        finally:
+            server.close()
+
+    assert asyncio.run(accept_one()) != 0
