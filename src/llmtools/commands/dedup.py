@@ -11,6 +11,27 @@ from llmtools.io import check_text, get_field
 from llmtools.errors import UsageError
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse instead of returning it to the kernel.
+
+    Each batch allocates and frees the same few ~10 MB numpy arrays; with glibc's defaults
+    they are unmapped or trimmed and faulted back in on the next batch (~90k page faults per
+    20k documents, ~10% of a run). Fixed mmap and trim thresholds of 64/256 MB keep them in
+    the heap (~30k faults). Process-wide, so only the command does it; elsewhere a no-op."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+    mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+
+
 def _validator(field: str, id_field: str | None):
     def validate(record: dict) -> str | None:
         reason = check_text(record, field)
@@ -123,6 +144,7 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
         source, _, line = where.rpartition(":")
         return int(line) if single and line.isdigit() else where
 
+    _keep_freed_memory()
     deduper = Deduper(opts)
     ok = False
     try:
