@@ -136,7 +136,7 @@ def test_validate_hook_replaces_field_check(tmp_path):
 
 
 def test_big_ints_survive_job_records_in_short_and_long_lines(tmp_path):
-    # Job.records() clears most long lines by looking at the parsed floats instead of counting
+    # Job.records() clears most lines by looking at the parsed floats instead of counting
     # digits; an integer beyond 64 bits must come through exact either way, wherever it sits.
     pad = "x" * 2000
     big, neg = 123456789012345678901234567890, -(2**70)
@@ -146,6 +146,8 @@ def test_big_ints_survive_job_records_in_short_and_long_lines(tmp_path):
         {"text": pad, "deep": {"list": [1, 2.5, {"n": neg}]}},
         {"text": pad, "u64": 2**64 - 1, "i64": -(2**63), "f": 1e300, "digits": "1234567890123456789012"},
         {"text": pad, "many": list(range(100)) + [big]},
+        {"text": "s", "m": {"n": big}},
+        {"text": "s", "l": [neg]},
     ]
     path = _write(tmp_path, "big.jsonl", b"".join(lio.dumps(r) + b"\n" for r in rows))
     with lio.Job([path]) as job:
@@ -155,7 +157,10 @@ def test_big_ints_survive_job_records_in_short_and_long_lines(tmp_path):
 @pytest.mark.parametrize("value, expected", [
     ({"a": 1, "b": "x", "c": 0.5, "d": None, "e": [1.5, -2.0e18]}, False),
     ({"a": 1.8446744073709552e19}, True),
-    ({"a": {"b": [{"c": -9.3e18}]}}, True),
+    ({"a": {"b": [{"c": -9.3e18}]}}, True),  # deeper than one level: the digit count decides
+    ({"a": {"b": -9.3e18}}, True),
+    ({"a": {"b": [1]}}, True),
+    ({"a": {"b": 1.5}, "c": [0.5, 2]}, False),
     ({"a": list(range(65))}, True),  # too many values to look at: the digit count decides
 ])
 def test_may_hold_rounded_int(value, expected):

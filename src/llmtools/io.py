@@ -8,18 +8,19 @@ the same everywhere.
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import os
 import re
 import sys
-import tempfile
 from collections import Counter
 from typing import IO, Any, Callable, Iterable, Iterator
 
 import orjson
 
 from llmtools.errors import BadInputError, UsageError
+
+# gzip and tempfile (~5 ms of imports together, a tenth of a short run's start-up) are imported
+# where they are needed: for .gz input and for -o.
 
 _MISSING = object()
 
@@ -153,26 +154,32 @@ def _may_hold_rounded_int(value: dict) -> bool:
     """False when `value`, as orjson parsed it, certainly holds no integer it turned into a float.
 
     orjson parses an integer beyond 64 bits as a float (of magnitude 2**63 or more), where the
-    stdlib parser keeps it exact; for everything else the two agree (a test checks floats). So
-    a record without such a float reads the same either way. Large records answer True
-    without a look: then the digit count decides, as it always did.
+    stdlib parser keeps it exact; for everything else the two agree (a test checks numbers).
+    So a record without such a float reads the same either way. Only the values at the top
+    and one level down are looked at; deeper nesting, or more than 64 values one level down,
+    answers True: then the digit count decides, as it always did.
     """
-    budget = 64
-    todo: list[Any] = [value]
-    while todo:
-        items = todo.pop()
-        if type(items) is dict:
-            items = items.values()
-        budget -= len(items)
-        if budget < 0:
+    inner: list[Any] | None = None
+    for v in value.values():
+        t = type(v)
+        if t is float:
+            if not -_ROUNDED < v < _ROUNDED:
+                return True
+        elif t is dict or t is list:
+            if inner is None:
+                inner = []
+            inner.extend(v.values() if t is dict else v)
+            if len(inner) > 64:
+                return True
+    if inner is None:
+        return False
+    for v in inner:
+        t = type(v)
+        if t is float:
+            if not -_ROUNDED < v < _ROUNDED:
+                return True
+        elif t is dict or t is list:
             return True
-        for v in items:
-            t = type(v)
-            if t is float:
-                if not -_ROUNDED < v < _ROUNDED:
-                    return True
-            elif t is dict or t is list:
-                todo.append(v)
     return False
 
 
@@ -210,10 +217,14 @@ def open_input(path: str) -> IO[bytes]:
         stream = sys.stdin.buffer
         head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
         if head == b"\x1f\x8b":
+            import gzip
+
             return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
         return stream
     try:
         if path.endswith(".gz"):
+            import gzip
+
             return gzip.open(path, "rb")  # type: ignore[return-value]
         return open(path, "rb")
     except FileNotFoundError:
@@ -237,6 +248,8 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
             if not raw.isspace():
                 yield lineno, raw
     except (OSError, EOFError) as exc:
+        import gzip
+
         if isinstance(exc, gzip.BadGzipFile) or "gzip" in str(exc).lower() or isinstance(exc, EOFError):
             raise BadInputError(f"corrupt gzip stream: {exc}", where=source_name(path)) from None
         raise
@@ -267,6 +280,8 @@ class AtomicFile:
         self.path = path
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
+        import tempfile
+
         fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         self.fh = os.fdopen(fd, "wb")
         if append and os.path.exists(path):
@@ -422,10 +437,10 @@ class Job:
                     else:
                         # orjson turns integers beyond 64 bits into floats; loads_line re-reads
                         # lines that may hold one (19+ digits) with the exact stdlib parser.
-                        # Counting digits costs ~1 ns a byte; on a long line a look at the
-                        # parsed values (only a float of 2**63 or more can be such an integer)
-                        # is cheaper, and clears most records.
-                        if (len(raw) < 1024 or type(value) is not dict or _may_hold_rounded_int(value)) and (
+                        # Counting digits costs ~1 ns a byte; a look at the parsed values (only
+                        # a float of 2**63 or more can be such an integer) is cheaper, and
+                        # clears most records.
+                        if (type(value) is not dict or _may_hold_rounded_int(value)) and (
                             len(raw) - len(raw.translate(None, _DIGITS)) >= 19
                         ):
                             value, reason = loads_line(raw)
