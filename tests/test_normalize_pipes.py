@@ -68,7 +68,8 @@ def test_bad_line_exit_code_in_a_pipe(llmtools, tmp_path):
 
 def test_short_run_imports_only_what_it_needs(tmp_path):
     # Start-up time: an ASCII record with the default steps needs neither ftfy nor the opt-in
-    # step modules; a non-ASCII one loads ftfy only when mojibake is suspected.
+    # step modules; a non-ASCII one loads ftfy only when mojibake is suspected. Plain input to
+    # stdout needs neither gzip nor tempfile (for -o).
     src = tmp_path / "one.jsonl"
     src.write_text('{"text": "Hello  world"}\n')
     code = (
@@ -79,7 +80,7 @@ def test_short_run_imports_only_what_it_needs(tmp_path):
         "except SystemExit:\n"
         "    pass\n"
         "mods = ['ftfy', 'py3langid', 'numpy', 'regex', 'difflib', 'llmtools.ops.normalize_pii',\n"
-        "        'llmtools.ops.normalize_values', 'llmtools.ops.normalize_filters']\n"
+        "        'llmtools.ops.normalize_values', 'llmtools.ops.normalize_filters', 'gzip', 'tempfile']\n"
         "sys.stderr.write(','.join(m for m in mods if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
