@@ -116,6 +116,28 @@ def test_atomic_output_absent_after_failure(tmp_path):
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
 
 
+def test_output_to_a_device_or_pipe_is_written_in_place(tmp_path):
+    """-o /dev/null or -o FIFO writes to it: renaming a temp file over it would replace the
+    device (as root, /dev/null itself) or the pipe with a plain file."""
+    import stat
+    import threading
+
+    src = _write(tmp_path, "in.jsonl", b'{"text":"a"}\n{"text":"b"}\n')
+    # A named pipe stands in for /dev/null: a regression must not break the machine's device.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    with lio.Job([src], output=str(fifo), quiet=True) as job:
+        for rec in job.records():
+            job.write(rec)
+    reader.join(10)
+    assert got == [b'{"text":"a"}\n{"text":"b"}\n']
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+
+
 def test_rejects_survive_a_failed_run(tmp_path):
     rejects = tmp_path / "rej.jsonl"
     with pytest.raises(RuntimeError):

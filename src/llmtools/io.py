@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import stat
 import sys
 from collections import Counter
 from typing import IO, Any, Callable, Iterable, Iterator
@@ -274,10 +275,21 @@ def read_jsonl(path: str) -> Iterator[dict]:
 
 
 class AtomicFile:
-    """A binary file written to a temp file in the same folder, renamed into place on commit."""
+    """A binary file written to a temp file in the same folder, renamed into place on commit.
+
+    A target that exists and is not a regular file (/dev/null, a named pipe, a terminal) is
+    written directly: renaming over it would replace the device or pipe with a plain file."""
 
     def __init__(self, path: str, append: bool = False):
         self.path = path
+        self.tmp: str | None = None
+        try:
+            special = not stat.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            special = False
+        if special:
+            self.fh = open(path, "ab" if append else "wb")
+            return
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         import tempfile
@@ -297,6 +309,9 @@ class AtomicFile:
 
     def commit(self) -> None:
         self.fh.flush()
+        if self.tmp is None:
+            self.fh.close()
+            return
         os.fsync(self.fh.fileno())
         self.fh.close()
         os.replace(self.tmp, self.path)
@@ -305,7 +320,7 @@ class AtomicFile:
         try:
             self.fh.close()
         finally:
-            if os.path.exists(self.tmp):
+            if self.tmp is not None and os.path.exists(self.tmp):
                 os.unlink(self.tmp)
 
 
