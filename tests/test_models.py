@@ -367,3 +367,29 @@ def test_serve_batch_threads_option_reaches_the_loader(cli, monkeypatch):
     monkeypatch.setattr(ops, "make_loader", fake_make_loader)
     cli(["serve", "--batch", "smollm2", "--threads", "1", "--batch-threads", "2"], input="")
     assert seen["threads"] == 1 and seen["batch_threads"] == 2
+
+
+def test_gguf_context_length_reads_the_header_without_the_gguf_package(tiny_gguf, tmp_path):
+    import subprocess
+    import sys
+
+    from gguf import GGUFReader
+
+    from llmtools.models.llama_backend import gguf_context_length
+
+    reader = GGUFReader(tiny_gguf)
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    field = reader.fields[f"{arch}.context_length"]
+    assert gguf_context_length(tiny_gguf) == int(field.parts[field.data[0]][0])
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 5)  # truncated
+    assert gguf_context_length(str(bad)) is None
+    assert gguf_context_length(str(tmp_path / "missing.gguf")) is None
+    # importing gguf drags in sentencepiece and its own OpenMP runtime; loading a model must not
+    code = (
+        "import sys; from llmtools.models import load_model; load_model(sys.argv[1], threads=1); "
+        "print(sorted(m for m in ('gguf', 'sentencepiece') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, tiny_gguf], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

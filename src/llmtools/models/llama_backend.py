@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from llmtools.errors import LLMToolsError, require
 from llmtools.models._text import StopScanner, fallback_chat_prompt, render_chat_template, sliding_windows
@@ -51,16 +51,67 @@ def _quiet_stderr_fd() -> Iterator[None]:
         os.close(saved)
 
 
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _gguf_header_values(fh: Any, wanted: Callable[[str], bool]) -> Iterator[tuple[str, Any]]:
+    """(key, value) for the header keys `wanted` accepts, read straight from a GGUF v2/v3 file.
+
+    The `gguf` package would do, but importing it pulls in sentencepiece, which brings its own
+    copy of the OpenMP runtime into the process beside llama.cpp's (and ~0.1 s of imports).
+    """
+    import struct
+
+    def read(fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        data = fh.read(size)
+        if len(data) != size:
+            raise ValueError("truncated GGUF header")
+        return struct.unpack(fmt, data)[0]
+
+    def read_str() -> str:
+        return fh.read(read("<Q")).decode("utf-8", errors="replace")
+
+    def skip(vtype: int) -> None:
+        if vtype in _GGUF_SCALARS:
+            fh.seek(struct.calcsize(_GGUF_SCALARS[vtype]), 1)
+        elif vtype == 8:
+            fh.seek(read("<Q"), 1)
+        elif vtype == 9:
+            item, count = read("<I"), read("<Q")
+            if item in _GGUF_SCALARS:
+                fh.seek(struct.calcsize(_GGUF_SCALARS[item]) * count, 1)
+            else:
+                for _ in range(count):
+                    skip(item)
+        else:
+            raise ValueError(f"unknown GGUF value type {vtype}")
+
+    if fh.read(4) != b"GGUF" or read("<I") < 2:
+        return
+    read("<Q")  # tensor count
+    for _ in range(read("<Q")):
+        key, vtype = read_str(), read("<I")
+        if wanted(key) and (vtype in _GGUF_SCALARS or vtype == 8):
+            yield key, read_str() if vtype == 8 else read(_GGUF_SCALARS[vtype])
+        else:
+            skip(vtype)
+
+
 def gguf_context_length(path: str) -> int | None:
     """The training context length a GGUF file declares (`<arch>.context_length`), if any."""
     try:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(path)
-        arch_field = reader.fields.get("general.architecture")
-        arch = bytes(arch_field.parts[arch_field.data[0]]).decode() if arch_field else None
-        field = reader.fields.get(f"{arch}.context_length") if arch else None
-        return int(field.parts[field.data[0]][0]) if field else None
+        arch, lengths = None, {}
+        with open(path, "rb") as fh:
+            for key, value in _gguf_header_values(fh, lambda k: k == "general.architecture" or k.endswith(".context_length")):
+                if key == "general.architecture":
+                    arch = value
+                else:
+                    lengths[key] = value
+                if arch and f"{arch}.context_length" in lengths:
+                    break
+        value = lengths.get(f"{arch}.context_length") if arch else None
+        return int(value) if value else None
     except Exception:  # noqa: BLE001 - an unreadable header only costs the default n_ctx
         return None
 
