@@ -1,6 +1,8 @@
 """Load benchmark: `llmtools serve` vs `python -m llama_cpp.server` vs direct llama-cpp-python.
 
-Same GGUF model (smollm2 by default), same prompts, same greedy settings, same thread count.
+Same GGUF model (smollm2 by default), same prompts, same greedy settings, and the same llama.cpp
+threads for all three, both for decoding (--threads) and for prompt batches (--batch-threads,
+default: the same as --threads; llama_cpp.server would otherwise use every core for prompts).
 For each concurrency level (1, 4, 8) a pool of client threads sends the same fixed set of
 /v1/completions requests over keep-alive connections to each server; direct generation runs the
 same prompts one after another on a llama_cpp.Llama in this process (a Llama object serves one
@@ -146,7 +148,10 @@ def run_direct(llm, prompts: list[str], max_tokens: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads, the same for all three")
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp decoding threads, the same for all three")
+    ap.add_argument("--batch-threads", type=int, default=None,
+                    help="llama.cpp prompt-processing threads (n_threads_batch), the same for all three (default: "
+                         "--threads; llama_cpp.server's own default is every core, which stalls on a loaded machine)")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--requests", type=int, default=12, help="requests per system and concurrency level")
     ap.add_argument("--rounds", type=int, default=2)
@@ -157,6 +162,7 @@ def main() -> None:
                          "timed (prefill on a loaded machine can stall for seconds at random and swamp the comparison)")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    args.batch_threads = args.batch_threads or args.threads
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -182,18 +188,21 @@ def main() -> None:
     port_ours, port_theirs = free_port(), free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ours = subprocess.Popen(
-        [str(BIN / "llmtools"), "serve", path, "--port", str(port_ours), "--threads", str(args.threads), "--n-ctx", "2048",
-         "--max-queue", "64", "-q"], env=env, stdout=subprocess.DEVNULL)
+        [str(BIN / "llmtools"), "serve", path, "--port", str(port_ours), "--threads", str(args.threads),
+         "--batch-threads", str(args.batch_threads), "--n-ctx", "2048", "--max-queue", "64", "-q"],
+        env=env, stdout=subprocess.DEVNULL)
     theirs = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", path, "--host", "127.0.0.1", "--port", str(port_theirs),
-         "--n_threads", str(args.threads), "--n_ctx", "2048", "--verbose", "False"], env=env,
+         "--n_threads", str(args.threads), "--n_threads_batch", str(args.batch_threads), "--n_ctx", "2048",
+         "--verbose", "False"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url_ours, url_theirs = f"http://127.0.0.1:{port_ours}", f"http://127.0.0.1:{port_theirs}"
     results: list[dict] = []
     try:
         wait_up(url_ours, ours, "/health")
         wait_up(url_theirs, theirs, "/v1/models")
-        llm = llama_cpp.Llama(model_path=path, n_threads=args.threads, n_ctx=2048, verbose=False)
+        llm = llama_cpp.Llama(model_path=path, n_threads=args.threads, n_threads_batch=args.batch_threads, n_ctx=2048,
+                              verbose=False)
         # warm-up: page the weights in for everyone
         run_direct(llm, prompts[:2], args.max_tokens)
         run_load(url_ours, ours_bodies[:2], 1)
@@ -233,7 +242,8 @@ def report(results: list[dict], levels: list[int], args) -> None:
                 "errors": sum(n for r in rows for s, n in r["statuses"].items() if int(s) != 200)}
 
     direct = agg("direct")
-    print(f"\nmodel {args.model}, {args.threads} llama.cpp thread(s), {args.requests} requests x {args.max_tokens} max tokens "
+    print(f"\nmodel {args.model}, {args.threads} llama.cpp decoding thread(s), {args.batch_threads} for prompts, "
+          f"{args.requests} requests x {args.max_tokens} max tokens "
           f"per system and level, {args.rounds} rounds{', one repeated prompt' if args.same_prompt else ''}; "
           f"tokens/s pooled over rounds, p95 = median of rounds\n")
     print("| concurrency | system | tokens/s | p95 latency ms | non-200 | vs direct | vs llama_cpp.server |")
