@@ -404,3 +404,15 @@ def test_datasketch_import_skips_scipy_integrate():
         "assert abs(integrate(lambda x: x, 0, 2)[0] - 2) < 1e-9\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gauss_legendre_matches_numpy():
+    import numpy as np
+
+    from llmtools.ops.dedup_hash import _gauss_legendre
+
+    for m in (1, 2, 5, 33, 65, 129, 513):
+        x, w = _gauss_legendre(m)
+        order = np.argsort(x)
+        ref_x, ref_w = np.polynomial.legendre.leggauss(m)
+        assert np.allclose(x[order], ref_x, atol=1e-13) and np.allclose(w[order], ref_w, atol=1e-12)
