@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any
 
 import click
@@ -145,6 +147,9 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
         return int(line) if single and line.isdigit() else where
 
     _keep_freed_memory()
+    # dedup does no linear algebra, but numpy's import starts an OpenBLAS thread per core,
+    # which spins on the other cores (~0.1 CPU-second per run); a user's setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     deduper = Deduper(opts)
     ok = False
     try:
