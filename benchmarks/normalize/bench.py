@@ -100,8 +100,11 @@ ORJSON_LOOP = (
 
 # Measure what a user's installation does: Python caches compiled bytecode (__pycache__), as pip
 # does for the site-packages the baseline imports. A sandbox's PYTHONDONTWRITEBYTECODE=1 would
-# make every run recompile llmtools from source, and charge that to start-up.
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+# make every run recompile llmtools from source, and charge that to start-up. Likewise a
+# sandbox's PYTHONUNBUFFERED=1 makes both sides write once per record, which a user's shell
+# does not; `--unbuffered-env` keeps it to compare.
+DROP = {"PYTHONDONTWRITEBYTECODE"} | ({"PYTHONUNBUFFERED"} if "--unbuffered-env" not in sys.argv else set())
+ENV = {k: v for k, v in os.environ.items() if k not in DROP}
 
 
 def timed(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float]:
@@ -154,6 +157,7 @@ def main() -> None:
     ap.add_argument("--startup-runs", type=int, default=40)
     ap.add_argument("--skip-startup", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--unbuffered-env", action="store_true", help="keep PYTHONUNBUFFERED from the environment (dropped by default)")
     ap.add_argument("--extra", action="append", default=[], metavar="OPTIONS",
                     help="also time `llmtools normalize OPTIONS` (repeatable), e.g. --extra '--steps all'")
     args = ap.parse_args()
