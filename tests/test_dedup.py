@@ -416,3 +416,14 @@ def test_gauss_legendre_matches_numpy():
         order = np.argsort(x)
         ref_x, ref_w = np.polynomial.legendre.leggauss(m)
         assert np.allclose(x[order], ref_x, atol=1e-13) and np.allclose(w[order], ref_w, atol=1e-12)
+
+
+def test_word_longer_than_the_power_cache():
+    from llmtools.ops import dedup_hash
+    from llmtools.ops.dedup_hash import Shingler
+
+    s = Shingler(num_perm=16)
+    blob = "ab" * (dedup_hash._POW_CACHE // 2 + 100)
+    values, lengths = s.token_arrays([blob, "short words"])
+    assert values.tolist() == [_reference_word_value(blob), _reference_word_value("short"), _reference_word_value("words")]
+    assert len(s._pow) <= dedup_hash._POW_CACHE

@@ -36,6 +36,7 @@ BLOCK_SHINGLES = 8192
 # Fixed, seed-independent odd multipliers for combining n-gram tokens (splitmix64 output).
 _M64 = (1 << 64) - 1
 _FNV_PRIME = 0x100000001B3
+_POW_CACHE = 1 << 16
 
 
 def import_datasketch() -> Any:
@@ -187,14 +188,18 @@ class Shingler:
 
     # -- tokens -> shingle hashes
     def _powers(self, size: int) -> Any:
-        """FNV_PRIME ** i modulo 2**64 for i < size (grown on demand)."""
+        """FNV_PRIME ** i modulo 2**64 for i < size: cached up to 64K (words longer than that,
+        say a base64 blob, get a table of their own that is not kept)."""
         np = self.np
-        if len(self._pow) < size:
-            grown = np.full(max(size, 2 * len(self._pow)), _FNV_PRIME, dtype=np.uint64)
-            grown[0] = 1
-            with np.errstate(over="ignore"):
-                self._pow = np.cumprod(grown, dtype=np.uint64)
-        return self._pow
+        if len(self._pow) >= size:
+            return self._pow
+        grown = np.full(max(size, min(2 * len(self._pow), _POW_CACHE)), _FNV_PRIME, dtype=np.uint64)
+        grown[0] = 1
+        with np.errstate(over="ignore"):
+            table = np.cumprod(grown, dtype=np.uint64)
+        if len(table) <= _POW_CACHE:
+            self._pow = table
+        return table
 
     def token_arrays(self, texts: Sequence[str]) -> tuple[Any, Any]:
         """(values, lengths): every document's token values (uint64) concatenated, and how many
