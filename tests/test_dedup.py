@@ -427,3 +427,19 @@ def test_word_longer_than_the_power_cache():
     values, lengths = s.token_arrays([blob, "short words"])
     assert values.tolist() == [_reference_word_value(blob), _reference_word_value("short"), _reference_word_value("words")]
     assert len(s._pow) <= dedup_hash._POW_CACHE
+
+
+def test_huge_record_is_hashed_in_segments(monkeypatch):
+    """A text longer than a segment is cut at spaces: same words, same values, same counts."""
+    from llmtools.ops import dedup_hash
+    from llmtools.ops.dedup_hash import Shingler, word_tokens
+
+    rng = random.Random(3)
+    texts = [words(rng, 400), "", words(rng, 30) + " " + "z" * 300 + " tail", words(rng, 5)]
+    s = Shingler(num_perm=16)
+    whole_values, whole_lengths = s.token_arrays(texts)
+    monkeypatch.setattr(dedup_hash, "SEGMENT_BYTES", 64)
+    values, lengths = s.token_arrays(texts)
+    assert values.tolist() == whole_values.tolist() == [_reference_word_value(w) for t in texts for w in word_tokens(t)]
+    assert lengths.tolist() == whole_lengths.tolist() == [len(word_tokens(t)) for t in texts]
+    assert s.signatures(texts).tolist() == Shingler(num_perm=16).signatures(texts).tolist()

@@ -32,6 +32,8 @@ _SPACE = re.compile(r"\s+")
 # (num_perm x shingles) uint32 buffer (4 MB at 128 permutations) stays mostly in cache:
 # 8192 ran ~1.3x faster than 32768 on 1 KB documents.
 BLOCK_SHINGLES = 8192
+# Text bytes hashed per vectorised pass (see Shingler.token_arrays).
+SEGMENT_BYTES = 1 << 22
 
 # Fixed, seed-independent odd multipliers for combining n-gram tokens (splitmix64 output).
 _M64 = (1 << 64) - 1
@@ -154,6 +156,24 @@ def word_bytes(text: str) -> bytes:
     return text.encode("ascii").translate(_ASCII_NONWORD).lower()
 
 
+def _segments(data: bytes, size: int) -> list[bytes]:
+    """`data` cut at spaces into pieces of about `size` bytes (a word longer than that stays
+    whole)."""
+    if len(data) <= size:
+        return [data]
+    out, start = [], 0
+    while len(data) - start > size:
+        cut = data.rfind(b" ", start, start + size)
+        if cut <= start:
+            cut = data.find(b" ", start + size)
+            if cut == -1:
+                break
+        out.append(data[start:cut])
+        start = cut + 1
+    out.append(data[start:])
+    return out
+
+
 def word_tokens(text: str) -> list[str]:
     """The words of `text`, as `word_bytes` separates them."""
     return word_bytes(text).decode("utf-8", "surrogatepass").split()
@@ -210,16 +230,48 @@ class Shingler:
             lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
             values = np.concatenate(runs).astype(np.uint64) if runs else np.zeros(0, dtype=np.uint64)
             return values, lengths
-        # All documents' words as one byte array: words are runs of bytes > 32 (UTF-8 of \w
-        # characters), separated by spaces; a newline ends each document.
-        arr = np.frombuffer(b"\n".join(map(word_bytes, texts)) + b"\n", dtype=np.uint8)
+        # Hashed a segment of up to SEGMENT_BYTES of text at a time: the vectorised pass needs
+        # ~70 bytes of temporaries per byte of text, so one huge record (a book, a dump) is
+        # cut at spaces into segments, which changes no word.
+        group: list[bytes] = []
+        owners: list[int] = []
+        size = 0
+        values: list[Any] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        for i, text in enumerate(texts):
+            for piece in _segments(word_bytes(text), SEGMENT_BYTES):
+                if group and size + len(piece) > SEGMENT_BYTES:
+                    self._hash_group(group, owners, values, lengths)
+                    group, owners, size = [], [], 0
+                group.append(piece)
+                owners.append(i)
+                size += len(piece)
+        if group:
+            self._hash_group(group, owners, values, lengths)
+        if not values:
+            return np.zeros(0, dtype=np.uint64), lengths
+        return (values[0] if len(values) == 1 else np.concatenate(values)), lengths
+
+    def _hash_group(self, pieces: list[bytes], owners: list[int], values: list[Any], lengths: Any) -> None:
+        np = self.np
+        v, counts = self._hash_words(pieces)
+        values.append(v)
+        np.add.at(lengths, np.asarray(owners, dtype=np.int64), counts)
+
+    def _hash_words(self, pieces: list[bytes]) -> tuple[Any, Any]:
+        """Word values of every piece (words separated by spaces), concatenated, and how many
+        words each piece has."""
+        np = self.np
+        # All pieces' words as one byte array: words are runs of bytes > 32 (UTF-8 of \w
+        # characters), separated by spaces; a newline ends each piece.
+        arr = np.frombuffer(b"\n".join(pieces) + b"\n", dtype=np.uint8)
         word = arr > 32
         edge = np.diff(word.view(np.int8), prepend=np.int8(0))
         starts = np.flatnonzero(edge == 1)
         lens = np.flatnonzero(edge == -1) - starts
-        lengths = np.bincount(np.searchsorted(np.flatnonzero(arr == 10), starts), minlength=len(texts)).astype(np.int64)
+        counts = np.bincount(np.searchsorted(np.flatnonzero(arr == 10), starts), minlength=len(pieces)).astype(np.int64)
         if not len(lens):
-            return np.zeros(0, dtype=np.uint64), lengths
+            return np.zeros(0, dtype=np.uint64), counts
         inside = np.flatnonzero(word)
         ends = np.cumsum(lens)
         with np.errstate(over="ignore"):
@@ -228,7 +280,7 @@ class Shingler:
             run = np.cumsum(terms, dtype=np.uint64)[ends - 1]
             poly = run.copy()
             poly[1:] -= run[:-1]
-        return self._fmix(poly ^ lens.astype(np.uint64), 64), lengths
+        return self._fmix(poly ^ lens.astype(np.uint64), 64), counts
 
     def _token_values(self, text: str) -> list[int]:
         return self.token_arrays([text])[0].tolist()
@@ -285,9 +337,19 @@ class Shingler:
             while j < n and bounds[j + 1] - bounds[i] <= BLOCK_SHINGLES:
                 j += 1
             lo, hi = bounds[i], bounds[j]
+            if hi - lo > BLOCK_SHINGLES:  # one document bigger than a block: a running minimum
+                acc = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+                for s0 in range(lo, hi, BLOCK_SHINGLES):
+                    phv = self._buf[:, : min(BLOCK_SHINGLES, hi - s0)]
+                    np.multiply(a, hv[None, s0 : s0 + phv.shape[1]], out=phv)
+                    np.add(phv, b, out=phv)
+                    np.minimum(acc, phv.min(axis=1), out=acc)
+                out[i] = acc
+                i = j
+                continue
             # (num_perm x shingles), computed in place in a reused buffer (temporaries cost
             # ~3x), then reduced along the contiguous axis (~5x faster than across it).
-            phv = self._buf[:, : hi - lo] if hi - lo <= BLOCK_SHINGLES else np.empty((self.num_perm, hi - lo), dtype=np.uint32)
+            phv = self._buf[:, : hi - lo]
             np.multiply(a, hv[None, lo:hi], out=phv)
             np.add(phv, b, out=phv)
             out[i:j] = np.minimum.reduceat(phv, np.asarray(bounds[i:j], dtype=np.int64) - lo, axis=1).T
