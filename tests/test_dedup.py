@@ -344,15 +344,28 @@ _TOKEN_ALPHABET = "abcXYZ019_ -.,'\"\n\t\u00a0\u2028éÉßΣσ\u0130\u2019\u2018
 def test_word_tokens_fast_path_matches_regex(text):
     import re
 
-    from llmtools.ops.dedup_hash import word_tokens
-
     assert word_tokens(text) == re.findall(r"\w+", text.lower())
+
+
+def word_tokens(text: str) -> list[str]:
+    """The words dedup hashes, as strings."""
+    from llmtools.ops.dedup_hash import word_bytes
+
+    return word_bytes(text).decode("utf-8", "surrogatepass").split()
+
+
+def _fmix64_int(x: int) -> int:
+    """MurmurHash3's 64-bit finalizer on one Python int (datasketch's `_fmix` is the array form)."""
+    mask = (1 << 64) - 1
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & mask
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & mask
+    return x ^ (x >> 33)
 
 
 def _reference_word_value(word: str) -> int:
     """The documented word value, one word at a time in plain Python."""
-    from llmtools.ops.dedup_hash import _fmix64_int
-
     data = word.encode("utf-8", "surrogatepass")
     poly = sum(b * pow(0x100000001B3, i, 1 << 64) for i, b in enumerate(data)) % (1 << 64)
     return _fmix64_int(poly ^ len(data))
@@ -361,7 +374,7 @@ def _reference_word_value(word: str) -> int:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=_TOKEN_ALPHABET + "\u4e2d\U0001f600\u00e9\u0301", max_size=30), max_size=6))
 def test_vectorised_word_values_match_reference(texts):
-    from llmtools.ops.dedup_hash import Shingler, word_tokens
+    from llmtools.ops.dedup_hash import Shingler
 
     s = Shingler(num_perm=16)
     values, lengths = s.token_arrays(texts)
@@ -432,7 +445,7 @@ def test_word_longer_than_the_power_cache():
 def test_huge_record_is_hashed_in_segments(monkeypatch):
     """A text longer than a segment is cut at spaces: same words, same values, same counts."""
     from llmtools.ops import dedup_hash
-    from llmtools.ops.dedup_hash import Shingler, word_tokens
+    from llmtools.ops.dedup_hash import Shingler
 
     rng = random.Random(3)
     texts = [words(rng, 400), "", words(rng, 30) + " " + "z" * 300 + " tail", words(rng, 5)]

@@ -143,9 +143,9 @@ class References:
             self.lsh = MinHashLSHEnsemble(threshold=self.containment, num_perm=shingler.num_perm, num_part=8)
             self.lsh.index([(k, shingler.minhash(sig[k]), len(self.sets[k])) for k in range(len(texts))])
         else:
-            from llmtools.ops.dedup_hash import import_datasketch, lsh_params
+            from llmtools.ops.dedup_hash import new_lsh
 
-            self.lsh = import_datasketch().MinHashLSH(num_perm=shingler.num_perm, params=lsh_params(self.threshold, shingler.num_perm))
+            self.lsh = new_lsh(self.threshold, shingler.num_perm)
             with self.lsh.insertion_session() as session:
                 for k in range(len(texts)):
                     session.insert(k, shingler.minhash(sig[k]), check_duplication=False)

@@ -75,6 +75,16 @@ def import_datasketch() -> Any:
     return datasketch
 
 
+def _legendre(m: int, x: Any) -> tuple[Any, Any]:
+    """(P_m(x), d/dx P_m(x)) by the three-term recurrence."""
+    import numpy as np
+
+    p_prev, p = np.ones_like(x), x
+    for k in range(2, m + 1):
+        p_prev, p = p, ((2 * k - 1) * x * p - (k - 1) * p_prev) / k
+    return p, m * (x * p - p_prev) / (x * x - 1)
+
+
 def _gauss_legendre(m: int) -> tuple[Any, Any]:
     """Gauss-Legendre nodes and weights on [-1, 1] by Newton's method on the Legendre
     recurrence (numpy's leggauss solves an eigenproblem through LAPACK, whose idle OpenBLAS
@@ -83,18 +93,12 @@ def _gauss_legendre(m: int) -> tuple[Any, Any]:
 
     x = np.cos(np.pi * (np.arange(1, m + 1) - 0.25) / (m + 0.5))
     for _ in range(100):
-        p_prev, p = np.ones_like(x), x.copy()
-        for k in range(2, m + 1):
-            p_prev, p = p, ((2 * k - 1) * x * p - (k - 1) * p_prev) / k
-        deriv = m * (x * p - p_prev) / (x * x - 1)
+        p, deriv = _legendre(m, x)
         step = p / deriv
         x = x - step
         if np.abs(step).max() < 1e-15:
             break
-    p_prev, p = np.ones_like(x), x.copy()
-    for k in range(2, m + 1):
-        p_prev, p = p, ((2 * k - 1) * x * p - (k - 1) * p_prev) / k
-    deriv = m * (x * p - p_prev) / (x * x - 1)
+    deriv = _legendre(m, x)[1]
     return x, 2 / ((1 - x * x) * deriv * deriv)
 
 
@@ -118,6 +122,12 @@ def lsh_params(threshold: float, num_perm: int, weights: tuple[float, float] = (
             if error < best:
                 best, opt = error, (b, r)
     return opt
+
+
+def new_lsh(threshold: float, num_perm: int, **kwargs: Any) -> Any:
+    """A datasketch MinHashLSH for `threshold`, with its bands from `lsh_params` (so neither
+    the import nor the constructor needs scipy)."""
+    return import_datasketch().MinHashLSH(num_perm=num_perm, params=lsh_params(threshold, num_perm), **kwargs)
 
 
 def _splitmix(n: int) -> list[int]:
@@ -172,11 +182,6 @@ def _segments(data: bytes, size: int) -> list[bytes]:
         start = cut + 1
     out.append(data[start:])
     return out
-
-
-def word_tokens(text: str) -> list[str]:
-    """The words of `text`, as `word_bytes` separates them."""
-    return word_bytes(text).decode("utf-8", "surrogatepass").split()
 
 
 def char_text(text: str) -> str:
@@ -405,11 +410,3 @@ def _worker_batch(job: tuple[list[str], bool]) -> tuple[Any, Any]:
 
 _WORKER: Shingler | None = None
 
-
-def _fmix64_int(x: int) -> int:
-    """MurmurHash3's 64-bit finalizer on one Python int (datasketch's `_fmix` is the array form)."""
-    x ^= x >> 33
-    x = (x * 0xFF51AFD7ED558CCD) & _M64
-    x ^= x >> 33
-    x = (x * 0xC4CEB9FE1A85EC53) & _M64
-    return x ^ (x >> 33)

@@ -103,15 +103,13 @@ class NearIndex:
     def __init__(self, shingler: Any, threshold: float, verify: bool = False, lsh: Any = None) -> None:
         import numpy as np
 
-        from llmtools.ops.dedup_hash import import_datasketch, lsh_params
+        from llmtools.ops.dedup_hash import new_lsh
 
         self.np = np
         self.sh = shingler
         self.threshold = threshold
         self.verify = verify
-        if lsh is None:
-            lsh = import_datasketch().MinHashLSH(num_perm=shingler.num_perm, params=lsh_params(threshold, shingler.num_perm))
-        self.lsh = lsh
+        self.lsh = lsh if lsh is not None else new_lsh(threshold, shingler.num_perm)
         self.sigs = np.empty((1024, shingler.num_perm), dtype=np.uint32)
         self.ids: list[Any] = []
         self.sets: dict[int, Any] = {}
@@ -194,11 +192,10 @@ class RedisNearIndex(NearIndex):
     """
 
     def __init__(self, shingler: Any, threshold: float, client: Any, basename: bytes, config: dict) -> None:
-        from llmtools.ops.dedup_hash import import_datasketch, lsh_params
+        from llmtools.ops.dedup_hash import new_lsh
 
         storage = {"type": "redis", "basename": basename, "redis": config}
-        lsh = import_datasketch().MinHashLSH(num_perm=shingler.num_perm, params=lsh_params(threshold, shingler.num_perm),
-                                             storage_config=storage, prepickle=False)
+        lsh = new_lsh(threshold, shingler.num_perm, storage_config=storage, prepickle=False)
         super().__init__(shingler, threshold, verify=False, lsh=lsh)
         self.r = client
         self.base = basename
