@@ -188,7 +188,7 @@ def loads_line(raw: bytes) -> tuple[Any, str | None]:
     """Parse one line: (value, None) or (None, reason)."""
     raw = raw.rstrip(b"\r\n")  # so the parser's positions read "line 1 column N"
     # translate() counts digits at C speed; only a line with 19+ digits can hold a long run.
-    if len(raw) - len(raw.translate(None, b"0123456789")) >= 19 and _LONG_DIGITS.search(raw) is not None:
+    if len(raw) - len(raw.translate(None, _DIGITS)) >= 19 and _LONG_DIGITS.search(raw) is not None:
         # orjson turns integers beyond 64 bits into floats, silently losing digits; the
         # stdlib parser keeps them exact. Only lines with a 19+ digit run pay for it.
         try:
@@ -489,8 +489,10 @@ class Job:
         """"source:line" of the line read last."""
         return f"{self._source}:{self._line}"
 
-    def where(self, record: Any) -> str:
-        loc = self._where.get(id(record))
+    def where(self, record: Any, forget: bool = False) -> str:
+        """"source:line" a record was read from (the last line read, if it is not known).
+        `forget` drops the record from the table: it is leaving the job."""
+        loc = self._where.pop(id(record), None) if forget else self._where.get(id(record))
         return f"{loc[0]}:{loc[1]}" if loc else self.location
 
     def _bad(self, where: str, reason: str, record: Any = None, raw: bytes | None = None) -> bool:
@@ -538,8 +540,7 @@ class Job:
 
     def reject(self, record: Any, reason: str, **extra: Any) -> None:
         """Drop a record on purpose (a filter, a duplicate) and save it to --rejects if given."""
-        loc = self._where.pop(id(record), None)
-        where = f"{loc[0]}:{loc[1]}" if loc else self.location
+        where = self.where(record, forget=True)
         self.counts["dropped"] += 1
         self.reasons[reason] += 1
         self._write_reject(where, reason, record=record, **extra)
