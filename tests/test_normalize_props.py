@@ -129,25 +129,25 @@ ascii_texts = st.one_of(
 )
 
 
-def _slow(norm: TextNormalizer, text: str) -> tuple[str, list[str]]:
-    """What norm(text) gives with every step run, no quick path (the pre-check-free pipeline)."""
+def _every_step(norm: TextNormalizer, text: str) -> tuple[str, list[str]]:
     changed: list[str] = []
     for name, fn in norm.chain:
         new = fn(text)
         if new is not text:
             changed.append(name)
             text = new
+    return text, changed
+
+
+def _slow(norm: TextNormalizer, text: str) -> tuple[str, list[str]]:
+    """What norm(text) gives with every step run, no quick path (the pre-check-free pipeline)."""
+    text, changed = _every_step(norm, text)
     if not changed:
         return text, changed
     for _ in range(4):
         if not (norm.mojibake and changed != ["mojibake"] and T.mojibake_suspected(text)):
             break
-        again: list[str] = []
-        for name, fn in norm.chain:
-            new = fn(text)
-            if new is not text:
-                again.append(name)
-                text = new
+        text, again = _every_step(norm, text)
         if not again:
             break
         done = set(changed) | set(again)
