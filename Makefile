@@ -15,8 +15,9 @@ help:
 	@echo "make docs       regenerate man/ and completions/"
 	@echo "make benchmarks run the benchmark scripts (minutes)"
 
-# The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
-$(VENV)/.installed: pyproject.toml
+# The stamp depends on pyproject.toml, so a changed dependency list reinstalls, and on the C
+# helper's source and build hook, so a changed helper is rebuilt.
+$(VENV)/.installed: pyproject.toml setup.py src/llmtools/_speedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the CPU wheel, unless some torch is already there: a bare `torch`

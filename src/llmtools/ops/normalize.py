@@ -181,6 +181,69 @@ class TextNormalizer:
             "whitespace": lambda text: T.whitespace_possible(text, newlines),
         }
         self.checks = [(i, possible[s]) for i, s in enumerate(self.steps)] if self.quick else []
+        # With the C helper, one scan of the text replaces those checks, and texts that need
+        # only the plain controls, quotes, dashes and whitespace work (most of those that need
+        # any) are rewritten by it in one go; the rest start the chain as above.
+        self.fast = fast = T.SPEEDUPS
+        if fast is None or not self.quick or "nfkc" in self.steps or ("whitespace" in self.steps and newlines != "keep"):
+            self.fast = None
+        else:
+            bits = {
+                "mojibake": fast.B_MOJI,
+                "controls": fast.B_CTRL | fast.B_CTRL_X,
+                "nfc": fast.B_NFC,
+                "quotes": fast.B_QUOTE,
+                "dashes": fast.B_DASH,
+                "whitespace": fast.B_WS | fast.B_WS_X,
+            }
+            self.step_bits = [(i, bits[s]) for i, s in enumerate(self.steps)]
+            self.relevant = 0
+            for s in self.steps:
+                self.relevant |= bits[s]
+            # What rewrite() does: the plain part of each of its four steps that is on.
+            self.simple = self.relevant & (fast.B_CTRL | fast.B_QUOTE | fast.B_DASH | fast.B_WS)
+            self.ctrl_bits = fast.B_CTRL | fast.B_CTRL_X
+            self.names = {
+                ch: tuple(s for s, b in (("controls", fast.B_CTRL), ("quotes", fast.B_QUOTE),
+                                         ("dashes", fast.B_DASH), ("whitespace", fast.B_WS)) if ch & b)
+                for ch in range(self.simple + 1) if not ch & ~self.simple
+            }
+
+    def scanned(self, text: str, bits: int) -> tuple[str, list[str]]:
+        """__call__ for a text the C helper scanned (`bits` = its scan); only when self.fast."""
+        fast = self.fast
+        bits &= self.relevant
+        if not bits:
+            return text, []
+        changed: list[str] = []
+        moji = bits & fast.B_MOJI
+        if moji:  # ftfy first, as in the chain; the rest as for any text
+            new = T.fix_mojibake(text)
+            if new is not text:
+                changed.append("mojibake")
+                text, bits = new, fast.scan(new) & self.relevant
+            bits &= ~fast.B_MOJI
+        if bits:
+            if bits & fast.B_NFC and not bits & self.ctrl_bits and unicodedata.is_normalized("NFC", text):
+                bits &= ~fast.B_NFC  # (a control removed first could change what NFC sees)
+            if not bits & ~self.simple:
+                text, ch = fast.rewrite(text, bits, self.simple)
+                if ch:
+                    changed += self.names[ch]
+            else:
+                for i, b in self.step_bits:
+                    if bits & b:
+                        break
+                text, more = self._chain(text, self.chain[i:])
+                changed += more
+        if not changed:
+            return text, changed
+        # The chain's last check (see _settle): mojibake exposed by a later step. Only a text
+        # that could hold mojibake, or one that lost a control, can have any afterwards.
+        if self.mojibake and changed != ["mojibake"] and (moji or "controls" in changed):
+            if fast.scan(text) & fast.B_MOJI:
+                return self._settle(text, changed)
+        return text, changed
 
     def _pass(self, text: str) -> tuple[str, list[str]]:
         changed: list[str] = []
@@ -192,27 +255,40 @@ class TextNormalizer:
         return text, changed
 
     def __call__(self, text: str) -> tuple[str, list[str]]:
-        changed: list[str] = []
+        if self.fast is not None:
+            return self.scanned(text, self.fast.scan(text))
         if not self.quick:
             chain = self.ascii_chain if text.isascii() else self.chain
         elif text.isascii():
             chain = self.ascii_chain
             if chain and T.ascii_unchanged(text, self.newlines):
-                return text, changed
+                return text, []
         else:
             for i, possible in self.checks:
                 if possible(text):
                     chain = self.chain[i:]
                     break
             else:
-                return text, changed
+                return text, []
+        return self._run(text, chain)
+
+    def _run(self, text: str, chain: list[tuple[str, Callable[[str], str]]]) -> tuple[str, list[str]]:
+        text, changed = self._chain(text, chain)
+        if not changed:
+            return text, changed
+        return self._settle(text, changed)
+
+    @staticmethod
+    def _chain(text: str, chain: list[tuple[str, Callable[[str], str]]]) -> tuple[str, list[str]]:
+        changed: list[str] = []
         for name, fn in chain:  # = self._pass, inlined
             new = fn(text)
             if new is not text:
                 changed.append(name)
                 text = new
-        if not changed:
-            return text, changed
+        return text, changed
+
+    def _settle(self, text: str, changed: list[str]) -> tuple[str, list[str]]:
         # A later step can expose work for an earlier one: a removed zero-width character
         # joins the halves of a broken UTF-8 sequence for ftfy, punctuation removal frees a
         # number from its neighbours. Passes repeat until nothing changes, so that
@@ -376,8 +452,15 @@ def normalize(
     # Most records hold ASCII text that no step changes and no filter but the empty one drops
     # (such a text is not empty): they pass after one check, skipping the bookkeeping below.
     ascii_unchanged = None
-    if norm.quick and norm.ascii_chain and not explain and (empty_only or check is None):
+    scan = norm.fast.scan if norm.fast is not None else None
+    if scan is None and norm.quick and norm.ascii_chain and not explain and (empty_only or check is None):
         ascii_unchanged = T.ascii_unchanged
+    # With the C helper, one scan clears such a text whatever its script. The whitespace bits
+    # always count here: a text of only whitespace is not one the empty filter may skip.
+    skip = 0
+    if scan is not None and not explain and (empty_only or check is None):
+        skip = norm.relevant | norm.fast.B_WS | norm.fast.B_WS_X
+    scanned = norm.scanned
     for rec in records:
         if flat is not None:
             text = rec.get(flat) if isinstance(rec, dict) else None
@@ -386,11 +469,20 @@ def normalize(
         if not isinstance(text, str):
             yield rec
             continue
-        if ascii_unchanged is not None and ascii_unchanged(text, newlines):
-            yield rec
-            continue
-        pii_before = dict(redactor.counts) if (redactor is not None and explain) else None
-        new, changed = norm(text)
+        pii_before = None
+        if scan is not None:  # (no pii step then)
+            bits = scan(text)
+            if skip and not bits & skip and text:
+                yield rec
+                continue
+            new, changed = scanned(text, bits)
+        else:
+            if ascii_unchanged is not None and ascii_unchanged(text, newlines):
+                yield rec
+                continue
+            if redactor is not None and explain:
+                pii_before = dict(redactor.counts)
+            new, changed = norm(text)
         info: dict[str, Any] | None = {} if explain else None
         if empty_only:
             if not new or new.isspace():
