@@ -187,6 +187,24 @@ def test_big_ints_survive_job_records_in_short_and_long_lines(tmp_path):
 ])
 def test_may_hold_rounded_int(value, expected):
     assert lio._may_hold_rounded_int(value) is expected
+    if lio._SPEEDUPS is not None:  # the C version the reader uses when built
+        assert lio._SPEEDUPS.may_hold_rounded_int(value) is expected
+
+
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False),
+              st.sampled_from([9.2e18, -9.2e18, 9.3e18, -9.3e18, 1.8e19, 1e300]), st.text(max_size=3)),
+    lambda inner: st.one_of(st.lists(inner, max_size=70), st.dictionaries(st.text(max_size=3), inner, max_size=70)),
+    max_leaves=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=3), _json_values, max_size=8))
+def test_may_hold_rounded_int_in_c_equals_python(value):
+    if lio._SPEEDUPS is None:
+        pytest.skip("llmtools._speedups is not loaded (not built, or LLMTOOLS_PURE_PYTHON=1)")
+    assert lio._SPEEDUPS.may_hold_rounded_int(value) is lio._may_hold_rounded_int(value)
 
 
 @given(st.one_of(

@@ -18,6 +18,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 import orjson
 
+from llmtools.native import SPEEDUPS as _SPEEDUPS
+
 from llmtools.errors import BadInputError, UsageError
 
 # gzip and tempfile (~5 ms of imports together, a tenth of a short run's start-up) are imported
@@ -182,6 +184,10 @@ def _may_hold_rounded_int(value: dict) -> bool:
         elif t is dict or t is list:
             return True
     return False
+
+
+# The same test in C when the helper is built (a test checks the two agree).
+_may_hold = _SPEEDUPS.may_hold_rounded_int if _SPEEDUPS is not None else _may_hold_rounded_int
 
 
 def loads_line(raw: bytes) -> tuple[Any, str | None]:
@@ -394,6 +400,7 @@ class Job:
         verbose: bool = False,
         command: str = "llmtools",
         validate: Callable[[dict], str | None] | None = None,
+        locate: bool | None = None,
     ):
         self.inputs = list(inputs) or ["-"]
         self.output = output
@@ -405,6 +412,8 @@ class Job:
         self.verbose = verbose
         self.command = command
         self.validate = validate
+        # Keep each record's source:line for where() and --rejects. None: only with --rejects.
+        self.locate = locate
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self._where: dict[int, tuple[str, int]] = {}
@@ -435,6 +444,10 @@ class Job:
         # ~1 µs per short line all told, every attribute lookup and call layer shows.
         loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
         where_of = self._where
+        may_hold = _may_hold
+        # Where each record came from matters only to --rejects and to where(): not tracked
+        # when neither will ask (saves a table insert and delete per record).
+        locate = self._locating
         field = self.field if self.validate is None else None
         fast_key = _split_path_cached(field)[0] if field and len(_split_path_cached(field)) == 1 else None
         n_in = 0
@@ -455,7 +468,7 @@ class Job:
                         # Counting digits costs ~1 ns a byte; a look at the parsed values (only
                         # a float of 2**63 or more can be such an integer) is cheaper, and
                         # clears most records.
-                        if (type(value) is not dict or _may_hold_rounded_int(value)) and (
+                        if (type(value) is not dict or may_hold(value)) and (
                             len(raw) - len(raw.translate(None, _DIGITS)) >= 19
                         ):
                             value, reason = loads_line(raw)
@@ -477,12 +490,17 @@ class Job:
                     # Where each record came from, for --rejects. Bounded, so memory stays flat
                     # on endless streams: a record an op holds longer than this (or replaces with
                     # a new dict) is reported at the last line read instead.
-                    where_of[id(value)] = (name, lineno)
-                    if len(where_of) > 4096:
-                        del where_of[next(iter(where_of))]  # dicts keep insertion order: the oldest
+                    if locate:
+                        where_of[id(value)] = (name, lineno)
+                        if len(where_of) > 4096:
+                            del where_of[next(iter(where_of))]  # dicts keep insertion order: the oldest
                     yield value
         finally:
             self.counts["in"] += n_in
+
+    @property
+    def _locating(self) -> bool:
+        return self.locate if self.locate is not None else self.rejects_path is not None
 
     @property
     def location(self) -> str:
@@ -524,6 +542,7 @@ class Job:
                 self.write(record)
             return
         out, dumps, option, forget = writer._out.write, orjson.dumps, orjson.OPT_APPEND_NEWLINE, self._where.pop
+        locating = self._locating
         n = 0
         try:
             for record in records:
@@ -532,7 +551,8 @@ class Job:
                 except TypeError:
                     line = dumps_line(record)
                 out(line)
-                forget(id(record), None)
+                if locating:
+                    forget(id(record), None)
                 n += 1
         finally:
             writer.count += n

@@ -133,7 +133,7 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
     )
     if io.unbuffered:
         opts.chunk = 1  # live pipelines: decide each record as it arrives
-    job = io.job(validate=_validator(opts.field, id_field))
+    job = io.job(validate=_validator(opts.field, id_field), locate=True)  # record_id asks where()
     single = len(job.inputs) == 1
 
     def record_id(record: dict) -> Any:
