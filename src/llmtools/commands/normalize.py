@@ -118,6 +118,12 @@ def cli(io: options.IOConfig, steps: tuple[str, ...], newlines: str, date_order:
         llmtools normalize --field messages.0.content --steps nfkc,whitespace chat.jsonl
 
     \b
+    Environment:
+      LLMTOOLS_PURE_PYTHON=1  run without the compiled helper (llmtools._speedups, built at
+                              install when a C compiler is there): same output, about half
+                              the speed; without a compiler this is how it always runs.
+
+    \b
     Exit codes: 0 ok, 2 bad option (unknown step, invalid regex, unknown language
     code), 3 bad input line (per --on-error), 4 py3langid missing (--lang).
     """
