@@ -47,6 +47,9 @@ def test_summaries_match_docstrings():
 def test_version(cli):
     result = cli(["--version"])
     assert result.exit_code == 0 and __version__ in result.stdout
+    from llmtools.native import STATUS
+
+    assert f"C helper (llmtools._speedups): {STATUS}" in result.stdout
 
 
 def test_unknown_command_is_usage_error(cli):

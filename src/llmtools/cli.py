@@ -59,8 +59,19 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, summary) for name, summary in COMMANDS.items()])
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from llmtools.native import STATUS
+
+    click.echo(f"llmtools, version {__version__}")
+    click.echo(f"C helper (llmtools._speedups): {STATUS}")
+    ctx.exit(0)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "-V", "--version", prog_name="llmtools")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version, and whether the compiled helper is in use, and exit.")
 @click.option("--debug", is_flag=True, envvar="LLMTOOLS_DEBUG", help="Show Python tracebacks on errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 
 
-def _load():  # noqa: ANN202 - the C module or None
+def _load():  # noqa: ANN202 - (the C module or None, a word on why, for --version)
     if os.environ.get("LLMTOOLS_PURE_PYTHON", "") not in ("", "0"):
-        return None
+        return None, "off (LLMTOOLS_PURE_PYTHON is set)"
     try:
         from llmtools import _speedups
     except ImportError:
-        return None
-    return _speedups
+        return None, "not built (no C compiler at install?): pure Python, same output, slower"
+    return _speedups, "in use"
 
 
-SPEEDUPS = _load()
+SPEEDUPS, STATUS = _load()
