@@ -37,7 +37,13 @@ enum {
     B_WS_X = 128,   /* whitespace other than " " and "\n" (tabs, CR, Unicode spaces ...) */
 };
 
+#if defined(_MSC_VER)
+#define ALWAYS_INLINE static __forceinline
+#define MAYBE_UNUSED
+#else
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define MAYBE_UNUSED __attribute__((unused))
+#endif
 
 /* Bits of one non-ASCII character (c >= 0x80), without the neighbour rules. */
 static int
@@ -144,19 +150,81 @@ scan_char(scan_state *st, Py_UCS4 c)
     st->prev = c;
 }
 
-static const uint64_t ONES = 0x0101010101010101ULL;
-static const uint64_t HIGHS __attribute__((unused)) = 0x8080808080808080ULL;
-static const uint64_t LOWS = 0x7F7F7F7F7F7F7F7FULL;
-
-/* 0x80 in each byte of v that is zero, exactly (no false positives). */
-ALWAYS_INLINE uint64_t
-zero_bytes(uint64_t v)
+ALWAYS_INLINE Py_UCS4
+rd(const void *d, int kind, Py_ssize_t i)
 {
-    return ~(((v & LOWS) + LOWS) | v | LOWS);
+    return kind == 1 ? ((const Py_UCS1 *)d)[i] : kind == 2 ? ((const Py_UCS2 *)d)[i] : ((const Py_UCS4 *)d)[i];
+}
+
+ALWAYS_INLINE void
+wr(void *d, int kind, Py_ssize_t i, Py_UCS4 c)
+{
+    if (kind == 1)
+        ((Py_UCS1 *)d)[i] = (Py_UCS1)c;
+    else if (kind == 2)
+        ((Py_UCS2 *)d)[i] = (Py_UCS2)c;
+    else
+        ((Py_UCS4 *)d)[i] = c;
+}
+
+/* After a block of printable ASCII (spaces included): `pair` when two of its spaces stand
+ * side by side, `first` when it starts with a space, `last` its last character. */
+ALWAYS_INLINE void
+plain_block(scan_state *st, int pair, int first, Py_UCS4 last)
+{
+    if (pair || (first && st->prev == ' '))
+        st->bits |= B_WS;
+    if (first && (st->prev == 0xC3 || st->prev == 0xC2)) /* "Ã " / "Â " across the edge */
+        st->bits |= B_MOJI;
+    st->nl_run = 0;
+    st->prev = last;
+}
+
+/* 64-bit words of 8-bit (1-byte strings) or 16-bit (2-byte strings) lanes. */
+static const uint64_t ONES = 0x0101010101010101ULL, LOWS = 0x7F7F7F7F7F7F7F7FULL;
+static const uint64_t ONES16 MAYBE_UNUSED = 0x0001000100010001ULL, LOWS16 MAYBE_UNUSED = 0x7FFF7FFF7FFF7FFFULL;
+
+/* The top bit of each lane of v that is zero, exactly (no false positives). */
+ALWAYS_INLINE uint64_t
+zero_lanes(uint64_t v, uint64_t lows)
+{
+    return ~(((v & lows) + lows) | v | lows);
 }
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+
+/* Nonzero when some 16-bit lane of v is outside printable ASCII (0x20-0x7E). */
+ALWAYS_INLINE int
+odd_lanes16(__m128i v)
+{
+    return _mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi16(v, _mm_set1_epi16(0x20)),
+                                          _mm_cmpgt_epi16(v, _mm_set1_epi16(0x7E))));
+}
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SCAN_WORDS 1
+/* Without SSE2: a 64-bit word at a time (8 bytes or 4 UCS-2 characters). Returns how far it
+ * got; the caller scans the tail. */
+ALWAYS_INLINE Py_ssize_t
+scan_words(const void *s, int kind, Py_ssize_t n, scan_state *st)
+{
+    const int w = 8 * kind, per = 8 / kind;
+    const uint64_t ones = kind == 1 ? ONES : ONES16, lows = kind == 1 ? LOWS : LOWS16;
+    Py_ssize_t i = 0;
+    for (; i + per <= n; i += per) {
+        uint64_t v;
+        memcpy(&v, (const char *)s + i * kind, 8);
+        /* Any lane >= 0x80, < 0x20 or == 0x7F (controls, "\n", DEL, non-ASCII): one at a time. */
+        if ((v & (ones * ((1u << w) - 0x80))) | ((v - ones * 0x20) & ~v & ~lows) | zero_lanes(v ^ (ones * 0x7F), lows)) {
+            for (int k = 0; k < per; k++)
+                scan_char(st, rd(s, kind, i + k));
+            continue;
+        }
+        uint64_t sp = zero_lanes(v ^ (ones * 0x20), lows);
+        plain_block(st, (sp & (sp << w)) != 0, (int)((sp >> (w - 1)) & 1), rd(s, kind, i + per - 1));
+    }
+    return i;
+}
 #endif
 
 static int
@@ -170,75 +238,28 @@ scan_ucs1(const Py_UCS1 *s, Py_ssize_t n, scan_state *st)
     const __m128i lo = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7F);
     for (; i + 16 <= n; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
-        int odd = _mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(v, lo), _mm_cmpeq_epi8(v, del)));
-        if (odd) {
+        if (_mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(v, lo), _mm_cmpeq_epi8(v, del)))) {
             for (int k = 0; k < 16; k++)
                 scan_char(st, s[i + k]);
             continue;
         }
         unsigned sp = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lo));
-        if (sp) {
-            if ((sp & (sp >> 1)) || ((sp & 1) && st->prev == ' '))
-                st->bits |= B_WS;
-            if ((sp & 1) && (st->prev == 0xC3 || st->prev == 0xC2))
-                st->bits |= B_MOJI;
-        }
-        st->nl_run = 0;
-        st->prev = s[i + 15];
+        plain_block(st, (sp & (sp >> 1)) != 0, (int)(sp & 1), s[i + 15]);
     }
-#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, s + i, 8);
-        /* Anything but printable ASCII and spaces (controls, "\n", DEL, non-ASCII): byte by byte. */
-        if ((v & HIGHS) | ((v - ONES * 0x20) & ~v & HIGHS) | zero_bytes(v ^ (ONES * 0x7F))) {
-            for (int k = 0; k < 8; k++)
-                scan_char(st, s[i + k]);
-            continue;
-        }
-        uint64_t sp = zero_bytes(v ^ (ONES * 0x20));
-        if (sp) {
-            if ((sp & (sp << 8)) || ((sp & 0x80) && st->prev == ' '))
-                st->bits |= B_WS;
-            if ((sp & 0x80) && (st->prev == 0xC3 || st->prev == 0xC2))
-                st->bits |= B_MOJI;
-        }
-        st->nl_run = 0;
-        st->prev = s[i + 7];
-    }
+#elif defined(SCAN_WORDS)
+    i = scan_words(s, 1, n, st);
 #endif
     for (; i < n; i++)
         scan_char(st, s[i]);
     return st->bits;
 }
 
-/* The same for 2-byte strings, four characters per 64-bit word. */
-static const uint64_t ONES16 __attribute__((unused)) = 0x0001000100010001ULL;
-static const uint64_t HIGHS16 __attribute__((unused)) = 0x8000800080008000ULL;
-static const uint64_t LOWS16 __attribute__((unused)) = 0x7FFF7FFF7FFF7FFFULL;
-
-ALWAYS_INLINE uint64_t
-zero_lanes16(uint64_t v)
-{
-    return ~(((v & LOWS16) + LOWS16) | v | LOWS16);
-}
-
-#if defined(__SSE2__)
-/* Nonzero when some 16-bit lane of v is outside printable ASCII (0x20-0x7E). */
-ALWAYS_INLINE int
-odd_lanes16(__m128i v)
-{
-    return _mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi16(v, _mm_set1_epi16(0x20)),
-                                          _mm_cmpgt_epi16(v, _mm_set1_epi16(0x7E))));
-}
-#endif
-
+/* The same for 2-byte strings: eight characters at a time (two mask bits per lane). */
 static int
 scan_ucs2(const Py_UCS2 *s, Py_ssize_t n, scan_state *st)
 {
     Py_ssize_t i = 0;
 #if defined(__SSE2__)
-    /* Eight characters at a time, as scan_ucs1 does sixteen (two mask bits per lane). */
     for (; i + 8 <= n; i += 8) {
         __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
         if (odd_lanes16(v)) {
@@ -247,35 +268,10 @@ scan_ucs2(const Py_UCS2 *s, Py_ssize_t n, scan_state *st)
             continue;
         }
         unsigned sp = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi16(v, _mm_set1_epi16(0x20)));
-        if (sp) {
-            if ((sp & (sp >> 2)) || ((sp & 1) && st->prev == ' '))
-                st->bits |= B_WS;
-            if ((sp & 1) && (st->prev == 0xC3 || st->prev == 0xC2))
-                st->bits |= B_MOJI;
-        }
-        st->nl_run = 0;
-        st->prev = s[i + 7];
+        plain_block(st, (sp & (sp >> 2)) != 0, (int)(sp & 1), s[i + 7]);
     }
-#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (; i + 4 <= n; i += 4) {
-        uint64_t v;
-        memcpy(&v, s + i, 8);
-        /* Any lane >= 0x80, < 0x20 or == 0x7F: one at a time. */
-        if ((v & (ONES16 * 0xFF80)) | ((v - ONES16 * 0x20) & ~v & HIGHS16) | zero_lanes16(v ^ (ONES16 * 0x7F))) {
-            for (int k = 0; k < 4; k++)
-                scan_char(st, s[i + k]);
-            continue;
-        }
-        uint64_t sp = zero_lanes16(v ^ (ONES16 * 0x20));
-        if (sp) {
-            if ((sp & (sp << 16)) || ((sp & 0x8000) && st->prev == ' '))
-                st->bits |= B_WS;
-            if ((sp & 0x8000) && (st->prev == 0xC3 || st->prev == 0xC2))
-                st->bits |= B_MOJI;
-        }
-        st->nl_run = 0;
-        st->prev = s[i + 3];
-    }
+#elif defined(SCAN_WORDS)
+    i = scan_words(s, 2, n, st);
 #endif
     for (; i < n; i++)
         scan_char(st, s[i]);
@@ -325,23 +321,6 @@ scan(PyObject *self, PyObject *text)
 }
 
 /* --------------------------------------------------------------------------- rewrite */
-
-ALWAYS_INLINE Py_UCS4
-rd(const void *d, int kind, Py_ssize_t i)
-{
-    return kind == 1 ? ((const Py_UCS1 *)d)[i] : kind == 2 ? ((const Py_UCS2 *)d)[i] : ((const Py_UCS4 *)d)[i];
-}
-
-ALWAYS_INLINE void
-wr(void *d, int kind, Py_ssize_t i, Py_UCS4 c)
-{
-    if (kind == 1)
-        ((Py_UCS1 *)d)[i] = (Py_UCS1)c;
-    else if (kind == 2)
-        ((Py_UCS2 *)d)[i] = (Py_UCS2)c;
-    else
-        ((Py_UCS4 *)d)[i] = c;
-}
 
 static Py_UCS4
 quote_of(Py_UCS4 c)
@@ -483,7 +462,7 @@ collapse(const void *src, void *dst, int kind, Py_ssize_t n)
                      * Loaded before stored, so an overlapping in-place copy is safe. */
                     uint64_t v;
                     memcpy(&v, (const Py_UCS1 *)src + k, 8);
-                    uint64_t sp = zero_bytes(v ^ (ONES * 0x20));
+                    uint64_t sp = zero_lanes(v ^ (ONES * 0x20), LOWS);
                     if (!(sp & (sp << 8)) && !((sp & 0x80) && prev == ' ')) {
                         memcpy((Py_UCS1 *)dst + o, &v, 8);
                         o += 8;
