@@ -278,11 +278,12 @@ scan_ucs2(const Py_UCS2 *s, Py_ssize_t n, scan_state *st)
     return st->bits;
 }
 
-ALWAYS_INLINE int
-scan_wide(const void *data, int kind, Py_ssize_t n, scan_state *st)
+/* 4-byte strings (emoji, rare scripts): a character at a time. */
+static int
+scan_ucs4(const Py_UCS4 *s, Py_ssize_t n, scan_state *st)
 {
     for (Py_ssize_t i = 0; i < n; i++)
-        scan_char(st, kind == 2 ? ((const Py_UCS2 *)data)[i] : ((const Py_UCS4 *)data)[i]);
+        scan_char(st, s[i]);
     return st->bits;
 }
 
@@ -301,7 +302,7 @@ text_bits(PyObject *text)
     else if (kind == PyUnicode_2BYTE_KIND)
         bits = scan_ucs2((const Py_UCS2 *)data, n, &st);
     else
-        bits = scan_wide(data, 4, n, &st);
+        bits = scan_ucs4((const Py_UCS4 *)data, n, &st);
     /* Leading or trailing whitespace: " " and "\n" here; any other kind is B_WS_X already. */
     Py_UCS4 first = PyUnicode_READ(kind, data, 0), last = PyUnicode_READ(kind, data, n - 1);
     if (first == ' ' || first == '\n' || last == ' ' || last == '\n')

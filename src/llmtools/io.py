@@ -18,9 +18,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 import orjson
 
-from llmtools.native import SPEEDUPS as _SPEEDUPS
-
 from llmtools.errors import BadInputError, UsageError
+from llmtools.native import SPEEDUPS as _SPEEDUPS
 
 # gzip and tempfile (~5 ms of imports together, a tenth of a short run's start-up) are imported
 # where they are needed: for .gz input and for -o.
@@ -508,8 +507,9 @@ class Job:
         return f"{self._source}:{self._line}"
 
     def where(self, record: Any, forget: bool = False) -> str:
-        """"source:line" a record was read from (the last line read, if it is not known).
-        `forget` drops the record from the table: it is leaving the job."""
+        """"source:line" a record was read from (the last line read, if it is not known: records
+        are located only with --rejects or Job(locate=True)). `forget` drops the record from the
+        table: it is leaving the job."""
         loc = self._where.pop(id(record), None) if forget else self._where.get(id(record))
         return f"{loc[0]}:{loc[1]}" if loc else self.location
 

@@ -246,13 +246,8 @@ class TextNormalizer:
         return text, changed
 
     def _pass(self, text: str) -> tuple[str, list[str]]:
-        changed: list[str] = []
-        for name, fn in self.ascii_chain if text.isascii() else self.chain:
-            new = fn(text)
-            if new is not text:
-                changed.append(name)
-                text = new
-        return text, changed
+        """Every step once (ASCII text skips those that never change it)."""
+        return self._chain(text, self.ascii_chain if text.isascii() else self.chain)
 
     def __call__(self, text: str) -> tuple[str, list[str]]:
         if self.fast is not None:
@@ -281,7 +276,7 @@ class TextNormalizer:
     @staticmethod
     def _chain(text: str, chain: list[tuple[str, Callable[[str], str]]]) -> tuple[str, list[str]]:
         changed: list[str] = []
-        for name, fn in chain:  # = self._pass, inlined
+        for name, fn in chain:
             new = fn(text)
             if new is not text:
                 changed.append(name)

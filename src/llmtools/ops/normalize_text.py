@@ -12,6 +12,10 @@ import re
 import unicodedata
 from typing import Callable
 
+# The C helper, or None: then every check and step below runs as written.
+from llmtools.native import SPEEDUPS
+
+
 class _LazyPatterns:
     """Regexes compiled on first use, so a short run on ASCII text never pays for them."""
 
@@ -34,9 +38,6 @@ class _LazyPatterns:
 
 U = _LazyPatterns()
 
-
-# The C helper (llmtools.native), or None: then every check and step below runs as written.
-from llmtools.native import SPEEDUPS  # noqa: E402
 
 # --------------------------------------------------------------------------- text profile
 
