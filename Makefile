@@ -1,17 +1,22 @@
-# Targets a person uses. Each one sets up .venv itself (idempotently), so `make test` and
-# `make demo` work on a fresh machine. Override the torch build with TORCH_SPEC, e.g.
+# Targets a person uses. `make demo` and `make test` do all of their own set-up on a fresh
+# machine: first the system packages (scripts/sysdeps.txt, via scripts/sysdeps.sh: installed
+# with apt-get as root or with passwordless sudo, otherwise a stop with the command to run),
+# then .venv (idempotently). Override the torch build with TORCH_SPEC, e.g.
 #   make test TORCH_SPEC='torch==2.13.0 --index-url <your CUDA wheel index>'
+# LLMTOOLS_SYSDEPS=check|warn changes what happens to a missing system package (see the script).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast demo docs benchmarks clean
+.PHONY: help sysdeps venv test test-fast demo docs benchmarks clean
 help:
-	@echo "make demo       run the bundled pipeline on sample data"
+	@echo "make demo       set up, then run the bundled pipeline on sample data"
 	@echo "make test       install everything and run the whole test suite"
 	@echo "make test-fast  the suite without the slow integration tests"
+	@echo "make sysdeps    check, and install, the system packages (scripts/sysdeps.txt)"
+	@echo "make venv       create .venv with every extra and the default model"
 	@echo "make docs       regenerate man/ and completions/"
 	@echo "make benchmarks run the benchmark scripts (minutes)"
 
@@ -31,13 +36,24 @@ $(VENV)/.installed: pyproject.toml setup.py src/llmtools/_speedups.c
 
 venv: $(VENV)/.installed
 
-test: venv
+# The system packages come first, so a missing one stops the run before the venv's minutes of
+# installing and before any pipeline stage, with the one command to run.
+sysdeps:
+	@scripts/sysdeps.sh all
+
+test:
+	@scripts/sysdeps.sh test
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: venv
+test-fast:
+	@scripts/sysdeps.sh test
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
 
-demo: venv
+demo:
+	@scripts/sysdeps.sh demo
+	@$(MAKE) --no-print-directory venv
 	$(MAKE) -C examples/lifecycle LLMTOOLS=$(abspath $(BIN)/llmtools) PYTHON=$(abspath $(BIN)/python)
 
 docs: venv
