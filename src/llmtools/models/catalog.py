@@ -48,7 +48,7 @@ def registry_records(with_hash: bool = False) -> Iterator[dict]:
 
 def describe(ref: str, api_key: str | None = None, trust_pickle: bool = False) -> dict:
     """What a model reference resolves to, the backend it would load with, and its identity."""
-    from llmtools.models import natural_backend
+    from llmtools.models.loading import natural_backend
     from llmtools.models.identity import identity_of_resolved
     from llmtools.models.refs import resolve
 

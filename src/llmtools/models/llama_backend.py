@@ -19,14 +19,13 @@ from llmtools.errors import LLMToolsError, require
 from llmtools.models._text import StopScanner, fallback_chat_prompt, render_chat_template, sliding_windows
 from llmtools.models.base import Backend, Chunk, Completion, GenerationParams, LogLikelihood, ModelIdentity
 from llmtools.models.identity import local_identity
+from llmtools.models.loading import gguf_file
 from llmtools.models.refs import ResolvedRef
 
 DEFAULT_N_CTX = 2048
 
 
 def load_llama(resolved: ResolvedRef, trust_pickle: bool = False, **opts: Any) -> "LlamaBackend":
-    from llmtools.models import gguf_file
-
     path = gguf_file(resolved, trust_pickle=trust_pickle)
     parent = resolved.entry.upstream if resolved.entry is not None else None
     identity = local_identity(resolved.name, "gguf", path, parent=parent)

@@ -17,6 +17,7 @@ from llmtools.errors import LLMToolsError, UsageError, require
 from llmtools.models._text import StopScanner, cut_at_stop, fallback_chat_prompt, quiet_transformers, sliding_windows
 from llmtools.models.base import Backend, Chunk, Completion, GenerationParams, LogLikelihood, ModelIdentity
 from llmtools.models.identity import local_identity
+from llmtools.models.loading import hf_dir
 from llmtools.models.refs import ResolvedRef
 
 DEFAULT_N_CTX = 2048
@@ -25,8 +26,6 @@ SCORE_TOKEN_BUDGET = 2048  # tokens per scoring forward pass: bounds the [batch,
 
 
 def load_torch(resolved: ResolvedRef, trust_pickle: bool = False, **opts: Any) -> "TorchBackend":
-    from llmtools.models import hf_dir
-
     path = hf_dir(resolved, trust_pickle=trust_pickle)
     if resolved.kind == "hf":
         identity = local_identity(resolved.name, "hf", path)
