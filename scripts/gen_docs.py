@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from llmtools import __version__  # noqa: E402
 from llmtools.cli import COMMANDS, cli  # noqa: E402
-from llmtools.errors import EXIT_CODES  # noqa: E402
+from llmtools.errors import ExitCode  # noqa: E402
 
 
 def roff(text: str) -> str:
@@ -84,8 +84,8 @@ def man_page(name: str, cmd: click.Command, ctx: click.Context, summary: str, su
         for cname, csummary in COMMANDS.items():
             parts.append(f".TP\n.B llmtools\\-{roff(cname)}(1)\n{roff(csummary)}")
     parts.append(".SH EXIT STATUS")
-    for code, meaning in EXIT_CODES.items():
-        parts.append(f".TP\n.B {code}\n{roff(meaning)}")
+    for code in ExitCode:
+        parts.append(f".TP\n.B {code.value}\n{roff(code.meaning)}")
     see = ["llmtools(1)"] if sub else [f"llmtools-{c}(1)" for c in COMMANDS]
     parts += [".SH SEE ALSO", roff(", ".join(see))]
     return "\n".join(parts) + "\n"

@@ -44,6 +44,22 @@ def test_summaries_match_docstrings():
         assert cmd.help.strip().splitlines()[0] == summary, name
 
 
+def test_exit_codes_in_help_and_man_page_are_the_enum():
+    """`llmtools --help` and the man pages name every ExitCode, and no other code."""
+    import re
+    from pathlib import Path
+
+    from llmtools.cli import cli as root
+    from llmtools.errors import ExitCode
+
+    line = " ".join(root.help.split()).partition("Exit codes: ")[2]
+    assert sorted(int(n) for n in re.findall(r"\b(\d+) [a-z]", line)) == sorted(ExitCode)
+    page = (Path(__file__).resolve().parent.parent / "man" / "llmtools.1").read_text()
+    status = page.partition(".SH EXIT STATUS")[2].partition(".SH")[0]
+    assert [int(n) for n in re.findall(r"^\.B (\d+)$", status, re.M)] == [int(c) for c in ExitCode]
+    assert all(code.meaning in status.replace("\\-", "-") for code in ExitCode)
+
+
 def test_version(cli):
     result = cli(["--version"])
     assert result.exit_code == 0 and __version__ in result.stdout

@@ -126,18 +126,18 @@ def main(argv: list[str] | None = None) -> Any:
         code = exc.exit_code
     except click.exceptions.Abort:
         sys.stderr.write("llmtools: interrupted\n")
-        code = errors.INTERRUPTED
+        code = errors.ExitCode.INTERRUPTED
     except KeyboardInterrupt:
         if debug:
             raise
         sys.stderr.write("llmtools: interrupted\n")
-        code = errors.INTERRUPTED
+        code = errors.ExitCode.INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()
-        code = errors.OK
+        code = errors.ExitCode.OK
     except _ClosedPipe:
         _silence_stdout()
-        code = errors.OK
+        code = errors.ExitCode.OK
     except errors.LLMToolsError as exc:
         if debug:
             raise
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         cause = exc.__class__.__name__
         sys.stderr.write(f"llmtools: internal error: {cause}: {exc} (run with --debug for the traceback)\n")
-        code = errors.FAILURE
+        code = errors.ExitCode.FAILURE
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import importlib
+from enum import IntEnum
 from types import ModuleType
 
-OK = 0
-FAILURE = 1  # runtime failure, or a gate failed (score --fail-under, watch --once alert)
-USAGE = 2  # bad options or arguments
-BAD_INPUT = 3  # bad input data (on-error=fail)
-MISSING = 4  # a missing optional dependency, model or data file
-INTERRUPTED = 130  # SIGINT
 
-EXIT_CODES = {
-    OK: "success",
-    FAILURE: "runtime failure, or a gate failed (--fail-under, --max-ppl-increase, watch --once alert)",
-    USAGE: "usage error: bad option or argument",
-    BAD_INPUT: "bad input data (invalid JSON, not an object, invalid UTF-8, missing or non-string field)",
-    MISSING: "a missing optional dependency, model or data file; the message says what to install",
-    INTERRUPTED: "interrupted (SIGINT)",
+class ExitCode(IntEnum):
+    """The exit status of every command; `meaning` is what the man pages say about it."""
+
+    OK = 0
+    FAILURE = 1  # runtime failure, or a gate failed (score --fail-under, watch --once alert)
+    USAGE = 2  # bad options or arguments
+    BAD_INPUT = 3  # bad input data (on-error=fail)
+    MISSING = 4  # a missing optional dependency, model or data file
+    INTERRUPTED = 130  # SIGINT
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.FAILURE: "runtime failure, or a gate failed (--fail-under, --max-ppl-increase, watch --once alert)",
+    ExitCode.USAGE: "usage error: bad option or argument",
+    ExitCode.BAD_INPUT: "bad input data (invalid JSON, not an object, invalid UTF-8, missing or non-string field)",
+    ExitCode.MISSING: "a missing optional dependency, model or data file; the message says what to install",
+    ExitCode.INTERRUPTED: "interrupted (SIGINT)",
 }
 
 
 class LLMToolsError(Exception):
     """An error meant for the user: one line on stderr, then exit with `exit_code`."""
 
-    exit_code = FAILURE
+    exit_code: int = ExitCode.FAILURE
 
     def __init__(self, message: str, exit_code: int | None = None):
         super().__init__(message)
@@ -38,23 +48,23 @@ class LLMToolsError(Exception):
 
 
 class RuntimeFailure(LLMToolsError):
-    exit_code = FAILURE
+    exit_code = ExitCode.FAILURE
 
 
 class GateFailed(LLMToolsError):
     """A quality gate failed (score --fail-under, quantize --max-ppl-increase, watch --once)."""
 
-    exit_code = FAILURE
+    exit_code = ExitCode.FAILURE
 
 
 class UsageError(LLMToolsError):
-    exit_code = USAGE
+    exit_code = ExitCode.USAGE
 
 
 class BadInputError(LLMToolsError):
     """Bad input data. `where` is "source:line" when known."""
 
-    exit_code = BAD_INPUT
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(self, message: str, where: str | None = None):
         super().__init__(f"{where}: {message}" if where else message)
@@ -65,7 +75,7 @@ class BadInputError(LLMToolsError):
 class MissingDependency(LLMToolsError):
     """An optional package, model or data file is not installed."""
 
-    exit_code = MISSING
+    exit_code = ExitCode.MISSING
 
 
 EXTRA_HINT = {

@@ -10,13 +10,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Sequence
 
-from llmtools.errors import LLMToolsError, MISSING
+from llmtools.errors import ExitCode, LLMToolsError
 
 
 class NotSupported(LLMToolsError):
     """The backend cannot do this (for example `embed` on a model without embeddings)."""
 
-    exit_code = MISSING
+    exit_code = ExitCode.MISSING
 
 
 @dataclass

@@ -49,13 +49,13 @@ _LLAMA3_REGEX_HEAD = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+
 class UnsupportedArchitecture(errors.LLMToolsError):
     """The model's architecture is not one this converter writes (exit 4)."""
 
-    exit_code = errors.MISSING
+    exit_code = errors.ExitCode.MISSING
 
 
 class CorruptModel(errors.LLMToolsError):
     """A model file that cannot be read (truncated safetensors, bad JSON, bad GGUF) (exit 3)."""
 
-    exit_code = errors.BAD_INPUT
+    exit_code = errors.ExitCode.BAD_INPUT
 
 
 # --------------------------------------------------------------------------- config

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from llmtools.errors import LLMToolsError, UsageError
+from llmtools.errors import ExitCode, LLMToolsError, UsageError
 from llmtools.ops import finetune_ckpt as ckpt
 from llmtools.ops import finetune_data as data
 
@@ -332,7 +332,7 @@ class StopRequest:
 
 
 class Interrupted(LLMToolsError):
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED
 
 
 # --------------------------------------------------------------------------- the run

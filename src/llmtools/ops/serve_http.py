@@ -98,7 +98,7 @@ def run_http(config, loader: Callable[[str], Backend], on_ready: Callable[[str],
             raise type(cause)(f"could not start: {cause.message}", cause.exit_code)
         raise errors.RuntimeFailure(f"could not start: {exc}")
     state.say("stopped")
-    return errors.INTERRUPTED if server.interrupted else errors.OK
+    return errors.ExitCode.INTERRUPTED if server.interrupted else errors.ExitCode.OK
 
 
 class _Server:
