@@ -235,3 +235,40 @@ def test_write_all_is_write_in_a_loop(tmp_path, capsysbinary):
         job2.write_all(iter(rows))
     assert (tmp_path / "all.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     assert job2.counts["out"] == job.counts["out"] == 3 and job2._writer.count == 3
+
+
+@pytest.mark.parametrize("path", ["a", "a.b", "a.b.c", "a.0", "a.-1", "a.0.b", "a.5", "x", "a\\.b", "n.0.0"])
+def test_field_getter_equals_get_field(path):
+    records = [
+        {"a": {"b": {"c": 3}}}, {"a": [{"b": 1}, 2]}, {"a": "text"}, {"a.b": 7}, {"n": [[5]]}, {"a": None},
+        {"a": {"b": [1, 2]}}, {},
+    ]
+    get = lio.field_getter(path)
+    for rec in records:
+        assert get(rec) == lio.get_field(rec, path), (path, rec)
+    assert lio.field_getter(None)({"a": 1}) is None
+    assert lio.top_key(path) == (lio.split_path(path)[0] if len(lio.split_path(path)) == 1 else None)
+
+
+def test_job_reads_a_live_stream_of_lines_with_idle_markers(tmp_path):
+    lines = [b'{"a": 1}\n', None, b"\n", b"not json\n", b"[1]\n", None, b'{"a": 2}\n']
+    rejects = tmp_path / "rejects.jsonl"
+    job = lio.Job(["live.jsonl"], field=None, on_error="skip", rejects=str(rejects), quiet=True, lines=iter(lines))
+    with job:
+        got = list(job.records())
+    assert got == [{"a": 1}, None, None, {"a": 2}]
+    assert job.counts["in"] == 4 and job.counts["bad"] == 2
+    assert [json.loads(x)["line"] for x in rejects.read_text().splitlines()] == [3, 4]  # None is no line
+    with pytest.raises(ValueError):
+        lio.Job(["a", "b"], lines=iter(()))
+
+
+def test_job_summary_rows(capsys):
+    job = lio.Job(["-"], verbose=True, command="llmtools x")
+    job.counts.update({"in": 3, "out": 2, "bad": 1})
+    job.reasons["empty"] = 1
+    job.summary({"changed": 2})
+    job.summary({"events": 5}, title="done", records=False)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "llmtools x: summary: records in=3, records out=2, bad lines=1, dropped: empty=1, changed=2"
+    assert err[1] == "llmtools x: done: events=5, bad lines=1"

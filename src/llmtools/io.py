@@ -14,10 +14,11 @@ import re
 import stat
 import sys
 from collections import Counter
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
 import orjson
 
+from llmtools import console
 from llmtools.errors import BadInputError, UsageError
 from llmtools.native import SPEEDUPS as _SPEEDUPS
 
@@ -75,6 +76,37 @@ def get_field(record: Any, path: str | list[str], default: Any = None) -> Any:
         if cur is _MISSING:
             return default
     return cur
+
+
+def top_key(path: str) -> str | None:
+    """The key itself when `path` names one top-level key, else None (a hot loop can then read
+    `record.get(key)` inline, without a call)."""
+    keys = _split_path_cached(path)
+    return keys[0] if len(keys) == 1 else None
+
+
+def field_getter(path: str | None) -> Callable[[Any], Any]:
+    """`get_field` for one path, compiled once: `getter(record)` is the value at `path` or None.
+
+    The path is split once, and the common shapes (one key, two keys through objects) read with
+    plain dict lookups; every other path goes through get_field. None gives a getter of None."""
+    if path is None:
+        return lambda record: None
+    keys = _split_path_cached(path)
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda record: record.get(key) if type(record) is dict else None
+    if len(keys) == 2:
+        a, b = keys
+
+        def get_two(record: Any) -> Any:
+            inner = record.get(a) if type(record) is dict else None
+            if type(inner) is dict:
+                return inner.get(b)
+            return get_field(record, keys) if type(inner) is list else None
+
+        return get_two
+    return lambda record: get_field(record, keys)
 
 
 def has_field(record: Any, path: str) -> bool:
@@ -264,6 +296,19 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
             fh.close()
 
 
+def number_lines(lines: Iterable[bytes | None]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, raw line) from a live stream of lines, skipping blank ones, as iter_lines
+    does for a file. A None (the stream is idle) passes through with the last line number."""
+    lineno = 0
+    for raw in lines:
+        if raw is None:
+            yield lineno, None
+            continue
+        lineno += 1
+        if raw and not raw.isspace():
+            yield lineno, raw
+
+
 def read_jsonl(path: str) -> Iterator[dict]:
     """Read a side file (reference set, config data) strictly: any bad line is exit 3."""
     name = source_name(path)
@@ -385,6 +430,11 @@ class Job:
         with Job(io) as job:
             for rec in ops.thing(job.records(), field=job.field, on_drop=job.reject):
                 job.write(rec)
+        job.summary({"changed": n})
+
+    `lines`, when given, is read instead of opening the one input (which then only names the
+    source): raw lines from a live source such as `watch --follow`, where a None means "idle
+    now" and comes out of records() as a None, in order.
     """
 
     def __init__(
@@ -400,8 +450,12 @@ class Job:
         command: str = "llmtools",
         validate: Callable[[dict], str | None] | None = None,
         locate: bool | None = None,
+        lines: Iterable[bytes | None] | None = None,
     ):
         self.inputs = list(inputs) or ["-"]
+        if lines is not None and len(self.inputs) != 1:
+            raise ValueError("Job(lines=...) reads one source: give one input to name it")
+        self.lines = lines
         self.output = output
         self.field = field
         self.on_error = on_error
@@ -448,18 +502,21 @@ class Job:
         # when neither will ask (saves a table insert and delete per record).
         locate = self._locating
         field = self.field if self.validate is None else None
-        fast_key = _split_path_cached(field)[0] if field and len(_split_path_cached(field)) == 1 else None
+        fast_key = top_key(field) if field else None
         n_in = 0
         try:
-            for path in self.inputs:
-                name = source_name(path)
+            for name, lines in self._sources():
                 self._source = name
-                for lineno, raw in iter_lines(path):
+                for lineno, raw in lines:
                     n_in += 1
                     self._line = lineno
                     try:  # the fast path; loads_line says what is wrong with a bad line
                         value, reason = loads(raw), None
                     except JSONDecodeError:
+                        if raw is None:  # a live source is idle (orjson refuses None): pass it on
+                            n_in -= 1
+                            yield None  # type: ignore[misc]
+                            continue
                         value, reason = loads_line(raw)
                     else:
                         # orjson turns integers beyond 64 bits into floats; loads_line re-reads
@@ -497,6 +554,14 @@ class Job:
         finally:
             self.counts["in"] += n_in
 
+    def _sources(self) -> Iterator[tuple[str, Iterable[tuple[int, bytes | None]]]]:
+        """(source name, numbered raw lines) for each input."""
+        if self.lines is not None:
+            yield source_name(self.inputs[0]), number_lines(self.lines)
+            return
+        for path in self.inputs:
+            yield source_name(path), iter_lines(path)
+
     @property
     def _locating(self) -> bool:
         return self.locate if self.locate is not None else self.rejects_path is not None
@@ -512,6 +577,11 @@ class Job:
         table: it is leaving the job."""
         loc = self._where.pop(id(record), None) if forget else self._where.get(id(record))
         return f"{loc[0]}:{loc[1]}" if loc else self.location
+
+    def bad(self, record: dict, reason: str) -> bool:
+        """Apply --on-error to a record an op found bad after reading (a field it cannot use).
+        True means: keep the record; False: it was skipped (and saved to --rejects)."""
+        return self._bad(self.where(record), reason, record=record)
 
     def _bad(self, where: str, reason: str, record: Any = None, raw: bytes | None = None) -> bool:
         """Apply --on-error to one bad line. True means: pass the record through unchanged."""
@@ -581,3 +651,22 @@ class Job:
     def warn(self, message: str) -> None:
         if not self.quiet:
             sys.stderr.write(f"{self.command}: {message}\n")
+
+    def progress(self, description: str, total: int | None = None) -> Any:
+        """A progress bar on stderr when it is a TTY (not with -q): `with job.progress(...) as advance:`."""
+        return console.progress(description, total=total, quiet=self.quiet)
+
+    def summary(self, rows: Mapping[str, Any] | None = None, *, title: str = "summary", records: bool = True) -> None:
+        """Show the run's summary on stderr (a table on a TTY, one line with -v, nothing with -q).
+
+        With `records`, it starts with records in and out, bad lines and the drops by reason,
+        and `rows` follow; without, `rows` come first and bad lines (if any) last."""
+        counts = self.counts
+        bad = {"bad lines": counts["bad"]} if counts["bad"] else {}
+        if records:
+            table: dict[str, Any] = {"records in": counts["in"], "records out": counts["out"], **bad}
+            table.update((f"dropped: {reason}", n) for reason, n in sorted(self.reasons.items()))
+            table.update(rows or {})
+        else:
+            table = {**(rows or {}), **bad}
+        console.show_summary(self.command, title, table, quiet=self.quiet, verbose=self.verbose)
