@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
 # Keep tests on one thread per process: the machines are 2-core and shared.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -88,7 +85,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
     """A 2-layer llama with a tokenizer trained on the fly, saved as safetensors (session-wide)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from helpers.tiny import build_tiny_llama
+    from tests.helpers.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 

@@ -13,8 +13,7 @@ import tracemalloc
 sys.path.insert(0, os.path.dirname(__file__))
 from data import kb_docs  # noqa: E402
 
-from llmtools.ops.dedup_hash import Shingler  # noqa: E402
-from llmtools.ops.dedup_index import ExactIndex, FileStore, NearIndex  # noqa: E402
+from llmtools.ops.dedup import ExactIndex, FileStore, NearIndex, Shingler  # noqa: E402
 
 
 def main() -> None:

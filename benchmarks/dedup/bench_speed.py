@@ -2,7 +2,7 @@
 
 1. plain loop: one datasketch MinHash per document, `update()` per word-5-gram (sha1 hash);
 2. datasketch `MinHash.bulk` (update_batch per document, sha1 hash);
-3. llmtools' batched signatures (dedup_hash.Shingler: same datasketch permutations, batched);
+3. llmtools' batched signatures (ops/dedup/minhash.py Shingler: same datasketch permutations, batched);
 4. llmtools' dedup work in-process (sign + MinHashLSH query/insert), --jobs 1 and 2;
 5. `llmtools dedup` end to end as a process (start-up, JSONL parse, sign, LSH, write), --jobs
    1 and 2, wall time and CPU time (user + system of the command and its workers).
@@ -49,8 +49,7 @@ def run_cli(args: list[str], stdin=None) -> tuple[float, float]:
 def bench(name: str, docs: list[str], tmp: str) -> list[tuple[str, float, float | None]]:
     from datasketch import MinHash
 
-    from llmtools.ops.dedup import DedupOptions, Deduper
-    from llmtools.ops.dedup_hash import Shingler
+    from llmtools.ops.dedup import DedupOptions, Deduper, Shingler
 
     rows: list[tuple[str, float, float | None]] = []
     sub = docs[:2000]

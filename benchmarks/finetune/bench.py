@@ -44,14 +44,14 @@ def worker_trainer(args: argparse.Namespace) -> dict:
     from transformers.utils import logging as hf_logging
 
     from llmtools.models import hf_dir
-    from llmtools.ops import finetune_data as fd
+    from llmtools.ops.finetune import Fields, tokenize_record
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(int(THREADS))
     base = hf_dir("smollm2")
     tok = AutoTokenizer.from_pretrained(base)
     records = [json.loads(x) for x in Path(args.data).read_text().splitlines()]
-    examples = [fd.tokenize_record(r, "prompt-completion", tok, fd.Fields(), max_seq_len=args.max_seq_len) for r in records]
+    examples = [tokenize_record(r, "prompt-completion", tok, Fields(), max_seq_len=args.max_seq_len) for r in records]
     dataset = [{"input_ids": e.input_ids, "labels": e.labels, "attention_mask": [1] * len(e.input_ids)} for e in examples]
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)

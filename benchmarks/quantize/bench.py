@@ -24,11 +24,7 @@ import time
 
 from llmtools import models
 from llmtools.models.gguf_writer import hf_to_gguf
-from llmtools.ops import quantize_types
-from llmtools.ops.quantize import bundled_texts
-from llmtools.ops.quantize_eval import decode_speed
-from llmtools.ops.quantize_gguf import inspect_gguf
-from llmtools.ops.quantize_llama import llama_quantize
+from llmtools.ops.quantize import bundled_texts, decode_speed, ftype_of, inspect_gguf, llama_quantize
 
 DEFAULT_TYPES = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q2_K"
 
@@ -100,7 +96,7 @@ def main() -> int:
         for name in args.types.split(","):
             out = os.path.join(work, f"smollm2.{name}.gguf")
             t = time.perf_counter()
-            llama_quantize(f16, out, quantize_types.ftype_of(name), threads=args.threads)
+            llama_quantize(f16, out, ftype_of(name), threads=args.threads)
             add(name, name, "llama.cpp from the F16", out, time.perf_counter() - t)
 
         if args.with_original:

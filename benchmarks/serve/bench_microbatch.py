@@ -33,9 +33,7 @@ def main() -> None:
     import uvicorn
 
     from llmtools.models import hf_dir, load_model
-    from llmtools.ops.serve import ServeConfig
-    from llmtools.ops.serve_app import ServeState, build_app
-    from llmtools.ops.serve_http import bind_socket
+    from llmtools.ops.serve import ServeConfig, ServeState, bind_socket, build_app
 
     path = hf_dir(args.model)
     backend = load_model(path, backend="torch", threads=args.threads)

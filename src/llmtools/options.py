@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Callable
 
 import click
@@ -18,7 +17,7 @@ class IOConfig:
         self.command = command
         self.inputs: tuple[str, ...] = kw.pop("inputs", ()) or ("-",)
         self.output: str | None = kw.pop("output", None)
-        self.field: str | None = kw.pop("field", "text")
+        self.field: str = kw.pop("field", None) or "text"
         self.on_error: str = kw.pop("on_error", "fail")
         self.rejects: str | None = kw.pop("rejects", None)
         self.unbuffered: bool = kw.pop("unbuffered", False)
@@ -49,13 +48,14 @@ def io_options(
     field_default: str = "text",
     field_help: str = "Text field to read; a dotted path reaches nested fields (`meta.body`).",
     output_help: str = "Write records to FILE (atomically: temp file, then rename) instead of stdout.",
+    output_metavar: str = "FILE",
     inputs: bool = True,
 ) -> Callable:
     """Add FILES..., -o, --field, --on-error, --rejects, --unbuffered, -q, -v; pass `io: IOConfig`."""
 
     def decorator(fn: Callable) -> Callable:
         opts = [
-            click.option("-o", "--output", metavar="FILE", help=output_help),
+            click.option("-o", "--output", metavar=output_metavar, help=output_help),
             click.option(
                 "--on-error",
                 type=click.Choice(ON_ERROR_CHOICES),
@@ -91,32 +91,99 @@ def io_options(
     return decorator
 
 
-def model_options(default: str | None = "smollm2", required: bool = False, flag: str = "--model") -> Callable:
-    """Add -m/--model, --api-key and --trust-pickle; passes `model_ref`, `api_key`, `trust_pickle`."""
+class ModelConfig:
+    """The shared model options, collected: which model (`ref`) and how to load it."""
+
+    def __init__(self, ref: str | None, api_key: str | None = None, trust_pickle: bool = False,
+                 backend: str | None = None, given: bool = False):
+        self.ref = ref
+        self.api_key = api_key
+        self.trust_pickle = trust_pickle
+        self.backend = None if backend == "auto" else backend
+        self.given = given  # the reference was on the command line (not the default)
+
+    @property
+    def is_url(self) -> bool:
+        from llmtools.models.refs import is_url
+
+        return bool(self.ref) and is_url(str(self.ref))
+
+    def load(self, ref: str | None = None, **opts: Any) -> Any:
+        """Load `ref` (default: this reference) with these options; see llmtools.models.load_model."""
+        from llmtools.models import load_model
+
+        return load_model(ref or self.ref, backend=self.backend, api_key=self.api_key,
+                          trust_pickle=self.trust_pickle, **opts)
+
+
+MODEL_HELP = "A Hugging Face directory, a .gguf file, an http(s)://host/v1 endpoint, or a registry name (see `llmtools models`)."
+_DEFAULT = object()
+
+
+def model_options(
+    model: str | None = "--model",
+    *,
+    dest: str = "model_ref",
+    default: Any = _DEFAULT,
+    required: bool = False,
+    help: str = MODEL_HELP,
+    api_key: str | None = "--api-key",
+    api_key_env: tuple[str, ...] | None = None,
+    trust_pickle: bool = True,
+    backend: bool = False,
+) -> Callable:
+    """Add the model options; pass `model: ModelConfig`.
+
+    `model` is the option that names the model (`--model` also gets `-m`), an argument's metavar
+    (`MODEL`), or None; `default` is registry.DEFAULT_MODEL unless given. `api_key` is that
+    option's name (or None for none), read from `api_key_env` (default: llmtools.models'
+    API_KEY_ENV) when not given; `trust_pickle` adds --trust-pickle; `backend` adds --backend.
+    """
+    from llmtools.models.loading import API_KEY_ENV, BACKEND_CHOICES
+    from llmtools.models.registry import DEFAULT_MODEL
+
+    default = DEFAULT_MODEL if default is _DEFAULT else default
+    env = API_KEY_ENV if api_key_env is None else api_key_env
+    names = [dest, "model_api_key", "trust_pickle", "backend"]
+    opts: list[Callable] = []
+    if model is not None and model.startswith("--"):
+        flags = ["-m", model] if model == "--model" else [model]
+        opts.append(click.option(*flags, dest, default=default, required=required, show_default=bool(default),
+                                 metavar="MODEL", help=help))
+    elif model is not None:
+        opts.append(click.argument(dest, required=required, default=None if required else default, metavar=model))
+    if api_key is not None:
+        opts.append(click.option(api_key, "model_api_key", metavar="KEY", default=lambda: _env_api_key(env),
+                                 show_default=" or ".join(f"${name}" for name in env),
+                                 help="API key for an http(s) model endpoint."))
+    if trust_pickle:
+        opts.append(click.option("--trust-pickle", is_flag=True,
+                                 help="Allow loading pickle `.bin` weights (they can run arbitrary code when loaded)."))
+    if backend:
+        opts.append(click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+                                 help="Model backend; auto picks llama.cpp for a .gguf file or registry name, torch "
+                                      "for a directory, http for a URL."))
 
     def decorator(fn: Callable) -> Callable:
-        fn = click.option(
-            "--trust-pickle",
-            is_flag=True,
-            help="Allow loading pickle `.bin` weights (they can run arbitrary code when loaded).",
-        )(fn)
-        fn = click.option(
-            "--api-key",
-            metavar="KEY",
-            default=lambda: os.environ.get("LLMTOOLS_API_KEY") or os.environ.get("OPENAI_API_KEY"),
-            show_default="$LLMTOOLS_API_KEY or $OPENAI_API_KEY",
-            help="API key for an http(s) model endpoint.",
-        )(fn)
-        fn = click.option(
-            "-m",
-            flag,
-            "model_ref",
-            default=default,
-            required=required,
-            show_default=bool(default),
-            metavar="MODEL",
-            help="A Hugging Face directory, a .gguf file, an http(s)://host/v1 endpoint, or a registry name (see `llmtools models`).",
-        )(fn)
-        return fn
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from click.core import ParameterSource
+
+            ctx = click.get_current_context()
+            got = {k: kwargs.pop(k) for k in names if k in kwargs}
+            given = ctx.get_parameter_source(dest) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+            kwargs["model"] = ModelConfig(got.get(dest), got.get("model_api_key"), got.get("trust_pickle", False),
+                                          got.get("backend"), given=given)
+            return fn(*args, **kwargs)
+
+        for opt in reversed(opts):
+            wrapper = opt(wrapper)
+        return wrapper
 
     return decorator
+
+
+def _env_api_key(names: tuple[str, ...]) -> str | None:
+    from llmtools.models.loading import api_key_from_env
+
+    return api_key_from_env(names)

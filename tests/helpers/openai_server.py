@@ -8,7 +8,7 @@ It speaks what the HTTP backend uses: /v1/models, /v1/completions (stream, echo 
         ...
 
 Fault injection: `server.faults` is a list of HTTP status codes returned, one per request, before
-normal service resumes; `server.disabled` is a set of paths that answer 404 (and "echo": echo + logprobs answer 400).
+normal service resumes (only on the paths in `server.fault_paths`, when that is not empty); `server.disabled` is a set of paths that answer 404 (and "echo": echo + logprobs answer 400).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class _Server(ThreadingHTTPServer):
         self.backend = backend
         self.api_key = api_key
         self.faults: list[int] = []
+        self.fault_paths: set[str] = set()
         self.disabled: set[str] = set()
         self.requests: list[str] = []
         self.in_flight = 0
@@ -82,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _gate(self) -> bool:
         srv = self.server
         srv.requests.append(self.path)
-        if srv.faults:
+        if srv.faults and (not srv.fault_paths or self.path in srv.fault_paths):
             self._send(srv.faults.pop(0), {"error": {"message": "injected fault"}})
             return False
         if srv.api_key and self.headers.get("Authorization") != f"Bearer {srv.api_key}":

@@ -1,17 +1,47 @@
+"""`llmtools augment`: wires options to llmtools.ops.augment (see the command docstring)."""
+
 from __future__ import annotations
 
 import click
 
 from llmtools import options
-from llmtools.console import show_summary
 from llmtools.errors import UsageError
+from llmtools.ops.augment import EDA_OPS, METHODS, PROMPTS
 
-METHOD_NAMES = ("synonym", "eda", "paraphrase", "backtranslate", "synthesize")
-TEMPLATE_NAMES = ("paraphrase", "backtranslate_to", "backtranslate_from", "synthesize", "synthesize_instruction")
+TEMPLATE_NAMES = tuple(PROMPTS)
 
 
 def _split_csv(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _methods(values: tuple[str, ...]) -> tuple[str, ...]:
+    chosen = _split_csv(values)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise UsageError(f"--method: unknown method(s) {', '.join(unknown)} (choose from {', '.join(METHODS)})")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _eda_ops(value: str) -> tuple[str, ...]:
+    ops_list = [o.strip() for o in value.split(",") if o.strip()]
+    if not ops_list or any(o not in EDA_OPS for o in ops_list):
+        raise UsageError("--eda-ops takes a comma-separated subset of swap,delete,insert")
+    return tuple(ops_list)
+
+
+def _prompts(templates: tuple[str, ...]) -> dict[str, str]:
+    prompts = {}
+    for item in templates:
+        name, sep, path = item.partition("=")
+        if not sep or name not in TEMPLATE_NAMES:
+            raise UsageError(f"--prompt-template takes NAME=FILE with NAME one of {', '.join(TEMPLATE_NAMES)}")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                prompts[name] = fh.read()
+        except OSError as exc:
+            raise UsageError(f"--prompt-template {path}: {exc.strerror}") from None
+    return prompts
 
 
 @click.command()
@@ -29,8 +59,7 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--insert-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="eda insert: synonyms inserted per word.")
 @click.option("--min-similarity", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Drop variants less similar than this to their source (word-sequence ratio, 0-1).")
 @click.option("--max-similarity", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Drop variants more similar than this to their source.")
-@options.model_options()
-@click.option("--backend", type=click.Choice(["auto", "torch", "llama", "http"]), default="auto", show_default=True, help="Model backend for the LLM methods.")
+@options.model_options(backend=True)
 @click.option("--pivot", default="fr", show_default=True, help="backtranslate: pivot language code (fr, de, es, ...) or name.")
 @click.option("--instruction", metavar="TEXT", help="synthesize: write new examples following this instruction, instead of imitating the input.")
 @click.option("--prompt-template", "templates", multiple=True, metavar="NAME=FILE",
@@ -43,7 +72,7 @@ def _split_csv(values: tuple[str, ...]) -> list[str]:
 @click.option("--timeout", type=click.FloatRange(1), default=120.0, show_default=True, help="http models: seconds per request.")
 @click.option("--retries", type=click.IntRange(0), default=3, show_default=True, help="http models: retries on 429, 5xx and connection errors.")
 def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, swap_rate, delete_rate, insert_rate,
-        min_similarity, max_similarity, model_ref, api_key, trust_pickle, backend, pivot, instruction, templates,
+        min_similarity, max_similarity, model, pivot, instruction, templates,
         temperature, top_p, max_tokens, batch_size, concurrency, timeout, retries):
     """Make seeded, traceable variants of text records.
 
@@ -75,52 +104,27 @@ def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, sw
       llmtools augment --method backtranslate --pivot de -m http://127.0.0.1:8000/v1 < t.jsonl
       llmtools augment --method synthesize --instruction "Write a short billing complaint." -n 3
     """
-    chosen = _split_csv(methods)
-    unknown = [m for m in chosen if m not in METHOD_NAMES]
-    if unknown:
-        raise UsageError(f"--method: unknown method(s) {', '.join(unknown)} (choose from {', '.join(METHOD_NAMES)})")
-    ops_list = [o.strip() for o in eda_ops.split(",") if o.strip()]
-    if not ops_list or any(o not in ("swap", "delete", "insert") for o in ops_list):
-        raise UsageError("--eda-ops takes a comma-separated subset of swap,delete,insert")
+    from llmtools.ops.augment import AugmentConfig, augment
+
     if min_similarity > max_similarity:
         raise UsageError("--min-similarity is above --max-similarity")
-    prompts = {}
-    for item in templates:
-        name, sep, path = item.partition("=")
-        if not sep or name not in TEMPLATE_NAMES:
-            raise UsageError(f"--prompt-template takes NAME=FILE with NAME one of {', '.join(TEMPLATE_NAMES)}")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                prompts[name] = fh.read()
-        except OSError as exc:
-            raise UsageError(f"--prompt-template {path}: {exc.strerror}") from None
-
-    from llmtools.ops.augment import LLM_METHODS, AugmentConfig, augment
-
     cfg = AugmentConfig(
-        methods=tuple(dict.fromkeys(chosen)), n=n, seed=seed, field=io.field, keep_original=keep_original,
-        id_field=id_field or None, synonym_rate=synonym_rate, eda_ops=tuple(ops_list), swap_rate=swap_rate,
+        methods=_methods(methods), n=n, seed=seed, field=io.field, keep_original=keep_original,
+        id_field=id_field or None, synonym_rate=synonym_rate, eda_ops=_eda_ops(eda_ops), swap_rate=swap_rate,
         delete_rate=delete_rate, insert_rate=insert_rate, min_similarity=min_similarity, max_similarity=max_similarity,
-        pivot=pivot, instruction=instruction, prompts=prompts, temperature=temperature, top_p=top_p,
+        pivot=pivot, instruction=instruction, prompts=_prompts(templates), temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, batch_size=batch_size,
     )
-    model = None
-    if any(m in LLM_METHODS for m in cfg.methods):
-        from llmtools.models import load_model
-
-        opts = {"seed": seed}
-        if str(model_ref).startswith(("http://", "https://")):
-            opts.update(timeout=timeout, retries=retries, concurrency=concurrency)
-        model = load_model(model_ref, backend=None if backend == "auto" else backend, api_key=api_key, trust_pickle=trust_pickle, **opts)
-        cfg.model_id = model.identity.to_dict()
+    llm = None
+    if cfg.uses_llm:
+        http = dict(timeout=timeout, retries=retries, concurrency=concurrency) if model.is_url else {}
+        llm = model.load(seed=seed, **http)
+        cfg.model_id = llm.identity.to_dict()
     stats: dict[str, int] = {}
     try:
         with io.job() as job:
-            for rec in augment(job.records(), cfg, where=job.where, on_drop=job.reject, model=model, stats=stats):
-                job.write(rec)
+            job.write_all(augment(job.records(), cfg, where=job.where, on_drop=job.reject, model=llm, stats=stats))
     finally:
-        if model is not None:
-            model.close()
-    rows = {"records in": job.counts["in"], "records out": job.counts["out"]}
-    rows.update({f"variants: {k}": v for k, v in sorted(stats.items())})
-    show_summary("llmtools augment", "summary", rows, quiet=io.quiet, verbose=io.verbose)
+        if llm is not None:
+            llm.close()
+    job.summary({f"variants: {k}": v for k, v in sorted(stats.items())})

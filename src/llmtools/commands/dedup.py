@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any
-
 import click
 
-from llmtools import console, options
-from llmtools.io import check_text, get_field
+from llmtools import options
 from llmtools.errors import UsageError
 
 
@@ -31,20 +28,6 @@ def _keep_freed_memory() -> None:
         return
     mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
     mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-
-
-def _validator(field: str, id_field: str | None):
-    def validate(record: dict) -> str | None:
-        reason = check_text(record, field)
-        if reason is None and id_field:
-            value = get_field(record, id_field)
-            if value is None:
-                return f"missing id field '{id_field}'"
-            if isinstance(value, (dict, list)):
-                return f"id field '{id_field}' is {type(value).__name__}, not a scalar"
-        return reason
-
-    return validate
 
 
 @click.command("dedup")
@@ -121,52 +104,30 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
     Exit codes: 0 ok, 2 bad option or an index built with other settings, 3 bad input line
     (per --on-error) or an unreadable index or reference file, 4 the redis package is missing.
     """
-    from llmtools.ops.dedup import DedupOptions, Deduper
+    from llmtools.ops import dedup as ops
 
     if containment is not None and not against:
         raise UsageError("--containment needs --against FILE")
-    opts = DedupOptions(
-        field=io.field or "text", mode="exact" if exact else "near", threshold=threshold, num_perm=num_perm,
+    opts = ops.DedupOptions(
+        field=io.field, mode="exact" if exact else "near", threshold=threshold, num_perm=num_perm,
         ngram=ngram, shingle=shingle, seed=seed, verify=verify, keep=keep, mark=mark, ignore_case=ignore_case,
         ignore_space=ignore_space, ignore_punct=ignore_punct, against=against, containment=containment,
         against_threshold=against_threshold, window=window, id_field=id_field, index=index, jobs=jobs,
     )
     if io.unbuffered:
         opts.chunk = 1  # live pipelines: decide each record as it arrives
-    job = io.job(validate=_validator(opts.field, id_field), locate=True)  # record_id asks where()
-    single = len(job.inputs) == 1
-
-    def record_id(record: dict) -> Any:
-        if id_field:
-            value = get_field(record, id_field)
-            if value is not None:
-                return value
-        where = job.where(record)
-        source, _, line = where.rpartition(":")
-        return int(line) if single and line.isdigit() else where
-
+    job = io.job(validate=ops.validator(opts.field, id_field), locate=True)  # record ids ask where()
+    record_id = ops.record_ids(id_field, job.where, single_input=len(job.inputs) == 1)
     _keep_freed_memory()
     # dedup does no linear algebra, but numpy's import starts an OpenBLAS thread per core,
     # which spins on the other cores (~0.1 CPU-second per run); a user's setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    deduper = Deduper(opts)
+    deduper = ops.Deduper(opts)
     ok = False
     try:
         with job:
-            for record in deduper.run(job.records(), record_id, job.reject):
-                job.write(record)
+            job.write_all(deduper.run(job.records(), record_id, job.reject))
         ok = True
     finally:
         deduper.close(ok)
-    st = deduper.stats
-    rows: dict[str, Any] = {"in": job.counts["in"], "unique": st.unique, "duplicates": st.duplicates}
-    if against:
-        rows["contaminated"] = st.contaminated
-    if job.counts["bad"]:
-        rows["bad lines"] = job.counts["bad"]
-    if index:
-        rows["index before"] = st.index_before
-        rows["index after"] = st.index_after
-    largest = st.largest()
-    rows["largest clusters"] = ", ".join(f"{k} ({n})" for k, n in largest) if largest else "none"
-    console.show_summary("llmtools dedup", "summary", rows, quiet=io.quiet, verbose=io.verbose)
+    job.summary(deduper.stats.rows(opts, job.counts["in"]), records=False)

@@ -29,14 +29,12 @@ and only rank 0 reads the input, writes records and writes the model.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import click
 
-from llmtools import console, errors, options, provenance
-from llmtools.ops import finetune_data as fdata
+from llmtools import errors, options
+from llmtools.ops.finetune import FORMATS
 
 SETTING_KEYS = (
     "format", "loss_on", "method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs",
@@ -89,9 +87,11 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.command("finetune", context_settings={"show_default": True})
 @click.option("--config", "config", metavar="FILE", is_eager=True, expose_value=True, callback=load_config,
               help="Read settings from a TOML or YAML file (keys are option names, e.g. lora-r = 8); flags override it.")
-@click.option("--base", default="smollm2", metavar="MODEL", help="Model to start from: a HF directory, a .gguf file or a registry name.")
-@options.io_options(field_help="Text field of `text` records (dotted path).", output_help="Directory to write the trained model to (required).")
-@click.option("--format", "format", type=click.Choice(fdata.FORMATS), default="auto", help="Record shape; auto detects it from the first record.")
+@options.model_options("--base", dest="base", help="Model to start from: a HF directory, a .gguf file or a registry name.",
+                       api_key=None, trust_pickle=False)
+@options.io_options(field_help="Text field of `text` records (dotted path).", output_help="Directory to write the trained model to (required).",
+                    output_metavar="DIR")
+@click.option("--format", "format", type=click.Choice(FORMATS), default="auto", help="Record shape; auto detects it from the first record.")
 @click.option("--prompt-field", default="prompt", metavar="PATH", help="Prompt field of prompt/completion records.")
 @click.option("--completion-field", default="completion", metavar="PATH", help="Completion field of prompt/completion records.")
 @click.option("--messages-field", default="messages", metavar="PATH", help="Messages field of chat records.")
@@ -128,10 +128,10 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR, or discard an interrupted run.")
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward to save memory.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where to train.")
-def cli(io: options.IOConfig, config: str | None, base: str, prompt_field: str, completion_field: str, messages_field: str,
+def cli(io: options.IOConfig, model: options.ModelConfig, config: str | None, prompt_field: str, completion_field: str, messages_field: str,
         eval_file: str | None, eval_fraction: float | None, teacher: str | None, resume: bool, overwrite: bool, **kw: Any) -> None:
     """Fine-tune a model (LoRA or full) on JSONL records."""
-    from llmtools.ops import finetune as ft
+    from llmtools.ops import finetune as ops
 
     errors.require("torch", "train", "finetune")
     errors.require("transformers", "train", "finetune")
@@ -139,144 +139,13 @@ def cli(io: options.IOConfig, config: str | None, base: str, prompt_field: str, 
         errors.require("peft", "train", "LoRA")
     if not io.output:
         raise errors.UsageError("finetune needs -o DIR for the trained model")
-    if eval_file and eval_fraction is not None:
-        raise errors.UsageError("give --eval-file or --eval-fraction, not both")
-    settings = ft.Settings(base=base, teacher=teacher, **{k: kw[k] for k in SETTING_KEYS})
+    settings = ops.Settings(base=model.ref, teacher=teacher, **{k: kw[k] for k in SETTING_KEYS})
     settings.check()
-    fields = fdata.Fields(text=io.field or "text", prompt=prompt_field, completion=completion_field, messages=messages_field)
-
-    dist = ft.dist_from_env()
-    settings.world_size = dist.world
-    job = None
-    try:
-        payload = None
-        if dist.main:
-            # Log records are few and meant to be watched live (`| llmtools watch`): always flushed.
-            job = io.job(output=None, unbuffered=True, validate=fdata.RecordValidator(settings.format, fields))
-            job.__enter__()
-            try:
-                payload = _read_inputs(job, io, fields, settings, eval_file, eval_fraction)
-            except errors.LLMToolsError as exc:  # tell the other processes, so none waits forever
-                dist.broadcast({"error": exc.message, "code": exc.exit_code})
-                raise
-        payload = dist.broadcast(payload)
-        if "error" in payload:
-            raise errors.LLMToolsError(f"rank 0 could not read the input: {payload['error']}", payload["code"])
-        base_dir = _model_dir(base)
-        teacher_dir = _model_dir(teacher) if teacher else None
-        run_info = {"train_sha256": payload["train"]["sha256"], "eval_sha256": payload["eval"]["sha256"] if payload["eval"] else None}
-
-        def manifest(run_settings: dict, final: dict) -> dict:
-            base_id = _identity(base, base_dir)
-            return provenance.build_manifest(
-                "finetune",
-                inputs={"train": payload["train"], "eval": payload["eval"]},
-                base_model=base_id,
-                params=run_settings,
-                metrics={k: v for k, v in final.items() if k not in ("type", "output", "artifacts")},
-                extra={"teacher": _identity(teacher, teacher_dir) if teacher else None, "format": payload["format"],
-                       "parent": base_id.get("name") if base_id else None},
-            )
-
-        if resume and job is not None:
-            from llmtools.ops import finetune_ckpt
-
-            if finetune_ckpt.latest_checkpoint(io.output) is None:
-                job.warn(f"--resume: no checkpoint in {finetune_ckpt.checkpoints_dir(io.output)}; starting from scratch")
-        emit = job.write if job is not None else (lambda r: None)
-        reject = (lambda rec, reason: job.reject(rec, reason)) if job is not None else None
-        with console.progress("finetune steps", quiet=io.quiet or not dist.main) as advance:
-            final = ft.train(
-                payload["train_records"], payload["eval_records"], payload["format"], settings, base_dir, io.output,
-                fields=fields, teacher_dir=teacher_dir, dist=dist, resume=resume, overwrite=overwrite, run_info=run_info,
-                emit=emit, on_drop=reject, progress=advance, manifest_fn=manifest,
-            )
-        if job is not None:
-            job.write(final)
-            rows = {k: final.get(k) for k in ("step", "train_loss", "eval_loss", "eval_perplexity", "train_examples", "runtime_s", "output")}
-            console.show_summary("llmtools finetune", "trained", {k: v for k, v in rows.items() if v is not None}, quiet=io.quiet, verbose=io.verbose)
-    except BaseException as exc:
-        if job is not None:
-            job.__exit__(type(exc), exc, exc.__traceback__)
-            job = None
-        raise
-    finally:
-        if job is not None:
-            job.__exit__(None, None, None)
-        ft.dist_close(dist)
-
-
-def _read_inputs(job: Any, io: options.IOConfig, fields: fdata.Fields, settings: Any, eval_file: str | None, eval_fraction: float | None) -> dict:
-    records = list(job.records())
-    validator = job.validate
-    if not records:
-        raise errors.UsageError("no training records in the input")
-    fmt = validator.fmt or "text"
-    if validator.fmt is None:  # only --on-error keep can get here with no valid record
-        raise errors.BadInputError("no valid training record in the input")
-    eval_split = None
-    if eval_file:
-        eval_records = []
-        for i, rec in enumerate(fdata_read(eval_file), 1):
-            reason = fdata.check_record(rec, fmt, fields)
-            if reason:
-                raise errors.BadInputError(reason, where=f"{eval_file}:{i}")
-            eval_records.append(rec)
-    elif eval_fraction is not None:
-        records, eval_records = fdata.split_eval(records, eval_fraction, settings.seed)
-        eval_split = {"from": "train input", "fraction": eval_fraction, "seed": settings.seed}
-    else:
-        eval_records = []
-    bad = [r for r in records if fdata.check_record(r, fmt, fields) is not None]
-    if bad:  # kept under --on-error keep: still cannot be trained on, so drop them (to --rejects)
-        for rec in bad:
-            job.reject(rec, fdata.check_record(rec, fmt, fields) or "bad record")
-        records = [r for r in records if fdata.check_record(r, fmt, fields) is None]
-    return {
-        "format": fmt,
-        "train_records": records,
-        "eval_records": eval_records,
-        "train": _data_info(records, [p for p in io.inputs]),
-        "eval": dict(_data_info(eval_records, [eval_file] if eval_file else []), split=eval_split) if eval_records else None,
-    }
-
-
-def fdata_read(path: str) -> list[dict]:
-    from llmtools.io import read_jsonl
-
-    return list(read_jsonl(path))
-
-
-def _data_info(records: list[dict], paths: list[str]) -> dict:
-    h = provenance.HashingReader()
-    for rec in records:
-        h.add(rec)
-    files = {p: provenance.sha256_file(p) for p in paths if p != "-" and os.path.isfile(p)}
-    return {"sha256": h.hexdigest, "records": h.count, "files": files, "sources": [p if p != "-" else "<stdin>" for p in paths]}
-
-
-def _model_dir(ref: str) -> str:
-    """A safetensors HF directory for a model reference (registry name, .gguf, or directory)."""
-    try:
-        from llmtools.models import hf_dir  # type: ignore[attr-defined]
-    except ImportError:
-        hf_dir = None
-    if hf_dir is not None:
-        return hf_dir(ref)
-    if os.path.isdir(ref):
-        return ref
-    raise errors.MissingDependency(f"model {ref!r}: not a Hugging Face directory, and the model registry is not available")
-
-
-def _identity(ref: str, path: str) -> dict:
-    try:
-        from llmtools.models import identity_of  # type: ignore[attr-defined]
-
-        return identity_of(ref).to_dict()
-    except ImportError:
-        return {"name": os.path.basename(os.path.abspath(ref)), "format": "hf", "path": os.path.abspath(path), "sha256": provenance.sha256_dir(path)}
-
-
-for _p in cli.params:  # the shared -o reads FILE; here it names a directory
-    if _p.name == "output":
-        _p.metavar = "DIR"
+    fields = ops.Fields(text=io.field, prompt=prompt_field, completion=completion_field, messages=messages_field)
+    # Log records are few and meant to be watched live (`| llmtools watch`): always flushed.
+    job = io.job(output=None, unbuffered=True, validate=ops.RecordValidator(settings.format, fields))
+    final = ops.finetune(job, settings, fields, io.output, eval_file=eval_file, eval_fraction=eval_fraction,
+                        resume=resume, overwrite=overwrite)
+    if final is not None:
+        rows = {k: final.get(k) for k in ("step", "train_loss", "eval_loss", "eval_perplexity", "train_examples", "runtime_s", "output")}
+        job.summary({k: v for k, v in rows.items() if v is not None}, title="trained", records=False)

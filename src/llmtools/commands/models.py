@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Iterable
 
 import click
 
-from llmtools import io
+from llmtools import io, options
 
 
 @click.command(name="models")
@@ -16,15 +15,8 @@ from llmtools import io
 @click.option("--json", "as_json", is_flag=True, help="Write JSONL even when stdout is a terminal.")
 @click.option("--hash", "with_hash", is_flag=True, help="Include each registry file's sha256 (cached after the first time).")
 @click.option("--cache", "show_cache", is_flag=True, help="List the converted copies in the cache instead of the registry.")
-@click.option(
-    "--api-key",
-    metavar="KEY",
-    default=lambda: os.environ.get("LLMTOOLS_API_KEY") or os.environ.get("OPENAI_API_KEY"),
-    show_default="$LLMTOOLS_API_KEY or $OPENAI_API_KEY",
-    help="API key for an http(s) MODEL endpoint.",
-)
-@click.option("--trust-pickle", is_flag=True, help="Accept directories with pickle `.bin` weights.")
-def cli(refs: tuple[str, ...], as_json: bool, with_hash: bool, show_cache: bool, api_key: str | None, trust_pickle: bool) -> None:
+@options.model_options(None)
+def cli(refs: tuple[str, ...], as_json: bool, with_hash: bool, show_cache: bool, model: options.ModelConfig) -> None:
     """List the model registry and what is ready to use.
 
     Without arguments: one record per registry model (name, description, where its file lives,
@@ -55,7 +47,7 @@ def cli(refs: tuple[str, ...], as_json: bool, with_hash: bool, show_cache: bool,
         records: Iterable[dict] = catalog.cache_records()
         columns = ("path", "kind", "source", "complete", "bytes")
     elif refs:
-        records = (catalog.describe(ref, api_key=api_key, trust_pickle=trust_pickle) for ref in refs)
+        records = (catalog.describe(ref, api_key=model.api_key, trust_pickle=model.trust_pickle) for ref in refs)
         columns = ("ref", "kind", "backend", "path", "identity")
     else:
         records = catalog.registry_records(with_hash=with_hash)

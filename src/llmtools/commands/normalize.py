@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from llmtools import console, options
+from llmtools import options
 from llmtools.errors import UsageError
 
 
@@ -133,16 +133,12 @@ def cli(io: options.IOConfig, steps: tuple[str, ...], newlines: str, date_order:
         chosen = ops.parse_steps(list(steps) or None)
         pii_kinds = ops.PII_KINDS
         if redact is not None:
-            from llmtools.ops.normalize_pii import parse_kinds
-
-            pii_kinds = parse_kinds(redact)
+            pii_kinds = ops.parse_kinds(redact)
             if "pii" not in chosen:
                 chosen = ops.parse_steps(list(chosen) + ["pii"])
         quality_cfg = None
         if quality:
-            from llmtools.ops import normalize_filters as F
-
-            quality_cfg = F.QualityConfig(F.parse_quality_rules(quality_skip), F.parse_quality_thresholds(quality_set))
+            quality_cfg = ops.QualityConfig(ops.parse_quality_rules(quality_skip), ops.parse_quality_thresholds(quality_set))
         elif quality_skip or quality_set:
             raise UsageError("--quality-skip and --quality-set need --quality")
     except ValueError as exc:
@@ -157,34 +153,23 @@ def cli(io: options.IOConfig, steps: tuple[str, ...], newlines: str, date_order:
         langs=lang_set, lang_threshold=lang_threshold, quality=quality_cfg,
     )
     if lang_set:
-        _check_langs(lang_set)
+        _check_langs(ops, lang_set)
 
     stats = ops.Stats()
-    job = io.job()
-    with job:
+    with io.job() as job:
         job.write_all(ops.normalize(
-            job.records(), field=io.field or "text", steps=chosen, filters=filters, explain=explain,
+            job.records(), field=io.field, steps=chosen, filters=filters, explain=explain,
             on_drop=job.reject, stats=stats, newlines=newlines, date_order=date_order, pii_kinds=pii_kinds,
         ))
-
-    rows: dict[str, Any] = {"records in": job.counts["in"], "records out": job.counts["out"]}
-    if job.counts["bad"]:
-        rows["bad lines"] = job.counts["bad"]
-    for reason, n in sorted(job.reasons.items()):
-        rows[f"dropped: {reason}"] = n
-    rows["changed"] = stats.changed
-    for name in chosen:
-        rows[f"step {name}"] = stats.steps.get(name, 0)
-    for kind, n in sorted(stats.pii.items()):
-        rows[f"pii {kind}"] = n
-    console.show_summary("llmtools normalize", "summary", rows, quiet=io.quiet, verbose=io.verbose)
+    rows: dict[str, Any] = {"changed": stats.changed}
+    rows.update((f"step {name}", stats.steps.get(name, 0)) for name in chosen)
+    rows.update((f"pii {kind}", n) for kind, n in sorted(stats.pii.items()))
+    job.summary(rows)
 
 
-def _check_langs(codes: frozenset[str]) -> None:
+def _check_langs(ops: Any, codes: frozenset[str]) -> None:
     """Load the model before any output, so an unknown code is a usage error, not a silent drop-all."""
-    from llmtools.ops.normalize_filters import known_languages
-
-    known = known_languages()
+    known = ops.known_languages()
     unknown = sorted(codes - known)
     if unknown:
         raise UsageError(f"--lang: unknown language code(s) {', '.join(unknown)} (py3langid knows {len(known)}, e.g. en, de, fr, zh)")

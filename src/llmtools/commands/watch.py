@@ -2,63 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import sys
-import threading
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
 from llmtools import console, errors, options
-from llmtools.io import Job, iter_lines, loads_line, read_jsonl, source_name
-
-
-class _WatchJob(Job):
-    """A Job that reads through `parsed()`, which keeps no per-record bookkeeping: watch never
-    writes its input records back."""
-
-    def parsed(self, name: str, lines: Iterator[tuple[int, bytes | None]]) -> Iterator[dict | None]:
-        """JSON objects from (lineno, raw) pairs under the --on-error policy; None passes through."""
-        import orjson
-
-        loads = orjson.loads
-        self.source = name
-        n = 0
-        try:
-            for lineno, raw in lines:
-                if raw is None:
-                    yield None
-                    continue
-                n += 1
-                try:
-                    value = loads(raw)
-                except orjson.JSONDecodeError:
-                    value, reason = loads_line(raw)
-                    if reason is not None:
-                        self._bad(f"{name}:{lineno}", reason, raw=raw)
-                        continue
-                if type(value) is not dict:
-                    if not isinstance(value, dict):
-                        self._bad(f"{name}:{lineno}", f"expected a JSON object, got {type(value).__name__}", raw=raw)
-                        continue
-                self.location_line = lineno
-                yield value
-        finally:
-            self.counts["in"] += n
-
-    source = "<stdin>"
-    location_line = 0
-
-
-def _numbered_follow(lines: Iterator[bytes | None]) -> Iterator[tuple[int, bytes | None]]:
-    lineno = 0
-    for raw in lines:
-        if raw is None:
-            yield 0, None
-            continue
-        lineno += 1
-        if raw.strip():
-            yield lineno, raw
+from llmtools.io import read_jsonl
 
 
 def _parse_price(price: str | None, prompt_price: float | None, completion_price: float | None) -> tuple[Any, Any]:
@@ -157,16 +106,15 @@ def cli(io: options.IOConfig, follow_path: str | None, poll: str, from_end: bool
     Exit codes: 0 done (alerts may have fired, except with --once); 1 with --once when any
     alert fired; 2 bad option or rule; 3 bad input line (see --on-error).
     """
-    from llmtools.ops.watch import Monitor, WatchConfig, parse_duration
-    from llmtools.ops.watch_alerts import Alert
+    from llmtools.ops import watch as ops
 
     if follow_path and io.inputs != ("-",):
         raise errors.UsageError("give either FILES or --follow FILE, not both")
     if from_end and not follow_path:
         raise errors.UsageError("--from-end needs --follow")
     p_price, c_price = _parse_price(price, prompt_price, completion_price)
-    rules = [Alert.from_text(text) for text in alerts]
-    cfg = WatchConfig(
+    rules = [ops.Alert.from_text(text) for text in alerts]
+    cfg = ops.WatchConfig(
         window=window, sliding=sliding, every=every, time_field=time_field, status_field=status_field,
         error_field=error_field, latency_field=latency_field, ttft_field=ttft_field,
         prompt_tokens_field=prompt_tokens_field, completion_tokens_field=completion_tokens_field,
@@ -177,112 +125,21 @@ def cli(io: options.IOConfig, follow_path: str | None, poll: str, from_end: bool
         price_completion=c_price, drift=not no_drift, psi_threshold=psi_threshold, ks_pvalue=ks_pvalue,
         js_threshold=js_threshold, emb_threshold=emb_threshold,
     )
-    poll_s = parse_duration(poll)
+    poll_s = ops.parse_duration(poll)
     if cfg.embed:
-        # Fail before reading anything when the embedding stack or model is missing (exit 4).
-        from llmtools.models.embedder import resolve_embedder
-
-        errors.require("torch", "embed", purpose="embedding drift")
-        resolve_embedder(cfg.embedder)
-
-    job = _WatchJob(
-        inputs=io.inputs, output=io.output, field=None, on_error=io.on_error, rejects=io.rejects,
-        unbuffered=io.unbuffered, quiet=io.quiet, verbose=io.verbose, command="llmtools watch",
-    )
-
-    def on_bad(record: dict, reason: str) -> bool:
-        return job._bad(f"{job.source}:{job.location_line}", reason, record=record)
-
-    ref_records = read_jsonl(reference) if reference else None
-    monitor = Monitor(cfg, rules, reference=ref_records, on_bad=on_bad)
-
-    stop = threading.Event()
-    if follow_path and threading.current_thread() is threading.main_thread():
-        # SIGTERM (systemd, docker stop) ends a follow cleanly: the open window is still written.
-        try:
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        except ValueError:
-            pass
-
-    def alert_states() -> list[tuple[str, str]]:
-        return [(a.name or a.text, a.state) for a in monitor.alerts]
-
-    server = None
-    if prometheus_port is not None:
-        from llmtools.ops.watch_prometheus import MetricsServer
-
-        server = MetricsServer(
-            lambda: {"events": monitor.seq, "windows": monitor.windows, "fired": monitor.fired,
-                     "latest": monitor.latest, "alerts": [(n, s == "firing") for n, s in alert_states()]},
-            host=prometheus_host, port=prometheus_port,
-        )
-        if not io.quiet:
-            sys.stderr.write(f"llmtools watch: Prometheus metrics at {server.url}\n")
-
+        ops.check_embedder(cfg.embedder)
+    lines = ops.follow_lines(follow_path, poll=poll_s, from_end=from_end, once=once) if follow_path else None
+    # Windows are rare, so each is flushed at once (a live pipe sees it); watch never writes its
+    # input records back, so where each came from is not kept.
+    job = io.job(inputs=(follow_path,) if follow_path else io.inputs, field=None, unbuffered=True, locate=False,
+                 lines=lines)
+    monitor = ops.Monitor(cfg, rules, reference=read_jsonl(reference) if reference else None, on_bad=job.bad)
     show_dash = dashboard if dashboard is not None else (console.stderr_is_tty() and not io.quiet)
-    dash = None
-    interrupted = False
-    with job:
-        job._writer.flush_each = True  # windows are rare; a live pipe should see each one at once
-        write = job.write
-        try:
-            if show_dash:
-                from llmtools.ops.watch_dashboard import Dashboard
-
-                dash = Dashboard()
-            for rec in _source(job, follow_path, poll_s, from_end, once, stop):
-                if rec is None:
-                    out = monitor.tick()
-                    if dash is not None:
-                        dash.update(monitor.latest, monitor.seq, alert_states())
-                else:
-                    out = monitor.feed(rec)
-                    if dash is not None and not monitor.seq & 1023:
-                        dash.update(monitor.latest, monitor.seq, alert_states())
-                if out:
-                    for r in out:
-                        write(r)
-                    if dash is not None:
-                        dash.update(monitor.latest, monitor.seq, alert_states(), force=True)
-        except KeyboardInterrupt:
-            interrupted = True
-        for r in monitor.finish():
-            write(r)
-        if dash is not None:
-            dash.close(monitor.latest, monitor.seq, alert_states())
-        if server is not None:
-            server.close()
-    if interrupted:
-        raise KeyboardInterrupt
-    rows = {"events": monitor.seq, "windows": monitor.windows, "alerts fired": monitor.fired}
-    if job.counts["bad"]:
-        rows["bad lines"] = job.counts["bad"]
-    if dash is None:
-        console.show_summary("llmtools watch", "done", rows, quiet=io.quiet, verbose=io.verbose)
+    prometheus = (prometheus_host, prometheus_port) if prometheus_port is not None else None
+    if not ops.run(job, monitor, prometheus=prometheus, dashboard=show_dash):
+        job.summary({"events": monitor.seq, "windows": monitor.windows, "alerts fired": monitor.fired},
+                    title="done", records=False)
     if once and monitor.fired:
         fired = sorted({a.name or a.text for a in monitor.alerts if a.times_fired})
         raise errors.GateFailed(f"{monitor.fired} alert(s) fired: {'; '.join(fired)}")
     return 0
-
-
-def _source(job: _WatchJob, follow_path: str | None, poll: float, from_end: bool, once: bool,
-            stop: threading.Event) -> Iterator[dict | None]:
-    if follow_path is None:
-        for path in job.inputs:
-            name = source_name(path)
-            yield from job.parsed(name, iter_lines(path))
-        return
-    from llmtools.ops.watch_follow import follow
-
-    if once:
-        # Read what the file holds now, then stop at the first quiet moment.
-        quiet = threading.Event()
-        lines = follow(follow_path, poll=poll, from_end=from_end, stop=quiet.is_set)
-        for rec in job.parsed(follow_path, _numbered_follow(lines)):
-            if rec is None:
-                quiet.set()
-                continue
-            yield rec
-        return
-    lines = follow(follow_path, poll=poll, from_end=from_end, stop=stop.is_set)
-    yield from job.parsed(follow_path, _numbered_follow(lines))

@@ -1,0 +1,26 @@
+"""dedup: exact and near-duplicate removal, and decontamination against reference sets.
+
+    dedup(records, DedupOptions(...), record_id=..., on_drop=...) -> Iterator[dict]
+
+The modules: deduper (options, the Deduper, reference sets), minhash (shingling and MinHash
+signatures in batches; numpy and datasketch, imported when first needed), index (where what was
+kept is remembered: memory, an .npz file, Redis). The last two load when first used (see
+`__getattr__`): an exact-mode run needs neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from llmtools.ops.dedup.deduper import DedupOptions, Deduper, DedupStats, dedup, record_ids, validator
+
+_LAZY = {"Shingler": "minhash", "ExactIndex": "index", "NearIndex": "index", "FileStore": "index"}
+
+__all__ = ["DedupOptions", "DedupStats", "Deduper", "dedup", "record_ids", "validator", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,476 @@
+"""Exact and near-duplicate removal, and decontamination against reference sets.
+
+`dedup(records, opts, record_id=..., on_drop=...)` yields the records to keep, in input order.
+Near-duplicates are found with datasketch's MinHashLSH over MinHash signatures computed in
+batches (see minhash.py); references given with `against` are checked with MinHashLSH
+(Jaccard) or MinHashLSHEnsemble (containment) and verified exactly. Where the kept set lives
+(memory, an .npz file, Redis) is index.py's business.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import unicodedata
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from llmtools.errors import BadInputError, UsageError
+from llmtools.io import check_text, get_field, get_text, iter_lines, loads_line, source_name
+
+CHUNK = 1024
+
+
+@dataclass
+class DedupOptions:
+    field: str = "text"
+    mode: str = "near"  # near | exact
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int | None = None  # None: 5 for word and for char shingles
+    shingle: str = "word"  # word | char
+    seed: int = 1
+    verify: bool = False
+    keep: str = "first"  # first | longest
+    mark: bool = False
+    ignore_case: bool = False
+    ignore_space: bool = True
+    ignore_punct: bool = False
+    against: tuple[str, ...] = ()
+    containment: float | None = None
+    against_threshold: float | None = None  # Jaccard for --against; default: threshold
+    window: int = 32
+    id_field: str | None = None
+    index: str | None = None
+    jobs: int = 1
+    chunk: int = CHUNK
+
+    @property
+    def n(self) -> int:
+        return self.ngram if self.ngram is not None else 5
+
+    def header(self) -> dict:
+        """The settings an index depends on: reusing it with others would silently be wrong."""
+        if self.mode == "exact":
+            return {"format": "llmtools-dedup-index", "version": 1, "mode": "exact", "ignore_case": self.ignore_case,
+                    "ignore_space": self.ignore_space, "ignore_punct": self.ignore_punct}
+        return {"format": "llmtools-dedup-index", "version": 1, "mode": "near", "num_perm": self.num_perm,
+                "seed": self.seed, "ngram": self.n, "shingle": self.shingle, "threshold": self.threshold,
+                "scheme": "affine32", "word_hash": "poly64-fnv"}
+
+
+@dataclass
+class DedupStats:
+    seen: int = 0
+    unique: int = 0
+    duplicates: int = 0
+    contaminated: int = 0
+    unchecked: int = 0
+    index_before: int = 0
+    index_after: int = 0
+    clusters: Counter = field(default_factory=Counter)
+
+    def largest(self, n: int = 5) -> list[tuple[Any, int]]:
+        """(kept id, cluster size including the kept record), biggest first."""
+        return [(k, c + 1) for k, c in sorted(self.clusters.items(), key=lambda kv: (-kv[1], str(kv[0])))[:n]]
+
+    def rows(self, opts: DedupOptions, records_in: int) -> dict[str, Any]:
+        """The summary's rows."""
+        rows: dict[str, Any] = {"in": records_in, "unique": self.unique, "duplicates": self.duplicates}
+        if opts.against:
+            rows["contaminated"] = self.contaminated
+        if opts.index:
+            rows["index before"] = self.index_before
+            rows["index after"] = self.index_after
+        largest = self.largest()
+        rows["largest clusters"] = ", ".join(f"{k} ({n})" for k, n in largest) if largest else "none"
+        return rows
+
+
+# --------------------------------------------------------------------------- records in
+
+
+def validator(field: str, id_field: str | None) -> Callable[[dict], str | None]:
+    """Why a record cannot be deduplicated (its text is not a string, its id not a scalar), or None."""
+
+    def validate(record: dict) -> str | None:
+        reason = check_text(record, field)
+        if reason is None and id_field:
+            value = get_field(record, id_field)
+            if value is None:
+                return f"missing id field '{id_field}'"
+            if isinstance(value, (dict, list)):
+                return f"id field '{id_field}' is {type(value).__name__}, not a scalar"
+        return reason
+
+    return validate
+
+
+def record_ids(id_field: str | None, where: Callable[[dict], str], single_input: bool) -> Callable[[dict], Any]:
+    """Each record's id: its id field, else where it was read (`where(record)` = "source:line"),
+    as a line number when there is one input."""
+
+    def record_id(record: dict) -> Any:
+        if id_field:
+            value = get_field(record, id_field)
+            if value is not None:
+                return value
+        loc = where(record)
+        _source, _, line = loc.rpartition(":")
+        return int(line) if single_input and line.isdigit() else loc
+
+    return record_id
+
+
+# --------------------------------------------------------------------------- exact
+
+
+def canonical(text: str, ignore_case: bool, ignore_space: bool, ignore_punct: bool) -> str:
+    text = unicodedata.normalize("NFC", text)
+    if ignore_case:
+        text = text.casefold()
+    if ignore_punct:
+        import regex
+
+        text = regex.sub(r"\p{P}+", "", text)
+    if ignore_space:
+        text = " ".join(text.split())
+    return text
+
+
+def digest(text: str, opts: DedupOptions) -> bytes:
+    canon = canonical(text, opts.ignore_case, opts.ignore_space, opts.ignore_punct)
+    return hashlib.blake2b(canon.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+# --------------------------------------------------------------------------- references
+
+
+class References:
+    """The --against sets: never output, never indexed; every hit is verified exactly."""
+
+    def __init__(self, shingler: Any, opts: DedupOptions) -> None:
+        import numpy as np
+
+        self.np = np
+        self.sh = shingler
+        self.opts = opts
+        self.containment = opts.containment
+        self.threshold = opts.containment if opts.containment is not None else (opts.against_threshold or opts.threshold)
+        self.ids: list[Any] = []
+        self.sets: list[Any] = []
+        texts: list[str] = []
+        for path in opts.against:
+            name = source_name(path)
+            for lineno, raw in iter_lines(path):
+                value, reason = loads_line(raw)
+                if reason is None and not isinstance(value, dict):
+                    reason = f"expected a JSON object, got {type(value).__name__}"
+                text = get_text(value, opts.field) if reason is None else None
+                if reason is None and text is None:
+                    reason = f"missing or non-string field '{opts.field}'"
+                if reason:
+                    raise BadInputError(reason, where=f"{name}:{lineno}")
+                ref_id = value.get(opts.id_field) if opts.id_field and isinstance(value, dict) else None
+                self.ids.append(ref_id if ref_id is not None else f"{name}:{lineno}")
+                texts.append(text)
+        if not texts:
+            raise UsageError("--against: the reference files hold no records")
+        sigs = []
+        for i in range(0, len(texts), CHUNK):
+            h, starts = shingler.shingle_arrays(texts[i : i + CHUNK])
+            sigs.append(shingler.minhash_arrays(h, starts))
+            for run in np.split(h, starts[1:]):
+                self.sets.append(np.unique(run))
+        sig = np.concatenate(sigs)
+        if self.containment is not None:
+            from datasketch import MinHashLSHEnsemble
+
+            self.lsh = MinHashLSHEnsemble(threshold=self.containment, num_perm=shingler.num_perm, num_part=8)
+            self.lsh.index([(k, shingler.minhash(sig[k]), len(self.sets[k])) for k in range(len(texts))])
+        else:
+            from llmtools.ops.dedup.minhash import new_lsh
+
+            self.lsh = new_lsh(self.threshold, shingler.num_perm)
+            with self.lsh.insertion_session() as session:
+                for k in range(len(texts)):
+                    session.insert(k, shingler.minhash(sig[k]), check_duplication=False)
+
+    def _windows(self, h: Any) -> list[Any]:
+        w = self.opts.window
+        if self.containment is None or w <= 0 or len(h) <= w:
+            return [h]
+        step = max(1, w // 2)
+        starts = list(range(0, len(h) - w + 1, step))
+        if starts[-1] != len(h) - w:
+            starts.append(len(h) - w)
+        return [h[s : s + w] for s in starts]
+
+    def check(self, shingles: Any, signature: Any) -> tuple[Any, float] | None:
+        """The best reference the record overlaps at or above the threshold, with the overlap."""
+        np = self.np
+        best: tuple[float, int] | None = None
+        if self.containment is None:
+            query = np.unique(shingles)
+            from llmtools.ops.dedup.index import exact_jaccard
+
+            for k in self.lsh.query(self.sh.minhash(signature)):
+                sim = exact_jaccard(query, self.sets[k])
+                if sim >= self.threshold and (best is None or (sim, -k) > (best[0], -best[1])):
+                    best = (sim, k)
+        else:
+            windows = self._windows(shingles)
+            if len(windows) == 1:
+                sigs = signature[None, :]
+            else:
+                starts = np.cumsum([0] + [len(x) for x in windows[:-1]])
+                sigs = self.sh.minhash_arrays(np.concatenate(windows), starts)
+            for win, sig in zip(windows, sigs):
+                query = np.unique(win)
+                for k in set(self.lsh.query(self.sh.minhash(sig), len(query))):
+                    inside = len(np.intersect1d(query, self.sets[k], assume_unique=True)) / len(query)
+                    if inside >= self.threshold and (best is None or (inside, -k) > (best[0], -best[1])):
+                        best = (inside, k)
+        return None if best is None else (self.ids[best[1]], round(best[0], 4))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Item:
+    record: dict
+    rec_id: Any
+    text: str | None
+    key: Any = None  # signature row or digest
+    sig: Any = None
+    shingles: Any = None
+    hit: tuple[Any, float] | None = None
+    contaminated: tuple[Any, float] | None = None
+
+
+class Deduper:
+    """Holds the index, references and worker pool for one run; `run()` is the generator."""
+
+    def __init__(self, opts: DedupOptions) -> None:
+        if opts.keep not in ("first", "longest"):
+            raise UsageError("--keep must be first or longest")
+        if not 0.0 < opts.threshold <= 1.0:
+            raise UsageError("--threshold must be in (0, 1]")
+        if opts.containment is not None and not 0.0 < opts.containment <= 1.0:
+            raise UsageError("--containment must be in (0, 1]")
+        self.opts = opts
+        self.stats = DedupStats()
+        self.shingler = None
+        self.store = None
+        self.pool = None
+        needs_shingles = opts.mode == "near" or bool(opts.against)
+        if needs_shingles:
+            from llmtools.ops.dedup.minhash import Shingler
+
+            self.shingler = Shingler(opts.num_perm, opts.seed, opts.n, opts.shingle)
+        self.refs = References(self.shingler, opts) if opts.against else None
+        self.index = self._open_index()
+
+    def _open_index(self) -> Any:
+        from llmtools.ops.dedup import index as di
+
+        opts = self.opts
+        target = opts.index
+        if target and target.startswith(("redis://", "rediss://")):
+            client, config, base = di.open_redis(target, opts.header())
+            index = di.RedisExactIndex(client, base) if opts.mode == "exact" else di.RedisNearIndex(self.shingler, opts.threshold, client, base, config)
+            self.stats.index_before = len(index)
+            return index
+        index = di.ExactIndex() if opts.mode == "exact" else di.NearIndex(self.shingler, opts.threshold, verify=opts.verify)
+        if target:
+            self.store = di.FileStore(target, opts.header())
+            self.store.lock()
+            self.stats.index_before = self.store.load(index)
+        return index
+
+    def close(self, ok: bool) -> None:
+        """Save a file index (only after a successful run) and release everything."""
+        try:
+            if self.pool is not None:
+                self.pool.terminate() if not ok else self.pool.close()
+                self.pool.join()
+            if self.store is not None and ok:
+                self.store.save(self.index)
+        finally:
+            if self.store is not None:
+                self.store.unlock()
+        self.stats.index_after = len(self.index)
+
+    # -- signatures, possibly in worker processes, order preserved
+    def _signed(self, chunks: Iterable[list[_Item]]) -> Iterator[list[_Item]]:
+        opts = self.opts
+        want = opts.verify or self.refs is not None
+        if opts.mode == "exact":
+            for items in chunks:
+                live = [it for it in items if it.text is not None]
+                for it in live:
+                    it.key = digest(it.text, opts)
+                if self.refs is not None and live:
+                    h, starts = self.shingler.shingle_arrays([it.text for it in live])
+                    sigs = self.shingler.minhash_arrays(h, starts)
+                    for it, run, sig in zip(live, self.np_split(h, starts), sigs):
+                        it.shingles, it.sig = run, sig
+                yield items
+            return
+        if opts.jobs <= 1:
+            for items in chunks:
+                live = [it for it in items if it.text is not None]
+                if live:
+                    h, starts = self.shingler.shingle_arrays([it.text for it in live])
+                    self._attach(live, self.shingler.minhash_arrays(h, starts), (h, starts) if want else None)
+                yield items
+            return
+        import multiprocessing as mp
+
+        from llmtools.ops.dedup import minhash
+
+        params = dict(num_perm=opts.num_perm, seed=opts.seed, ngram=opts.n, unit=opts.shingle)
+        ctx = mp.get_context("spawn" if mp.get_start_method(allow_none=True) == "spawn" else "fork")
+        self.pool = ctx.Pool(opts.jobs, initializer=minhash._init_worker, initargs=(params,))
+        pending: deque = deque()
+        for items in chunks:
+            live = [it for it in items if it.text is not None]
+            task = self.pool.apply_async(minhash._worker_batch, (([it.text for it in live], want),)) if live else None
+            pending.append((items, live, task))
+            while len(pending) > 2 * opts.jobs:
+                yield self._finish(*pending.popleft())
+        while pending:
+            yield self._finish(*pending.popleft())
+
+    def _finish(self, items: list[_Item], live: list[_Item], task: Any) -> list[_Item]:
+        if task is not None:
+            sigs, sh = task.get()
+            self._attach(live, sigs, sh)
+        return items
+
+    def np_split(self, h: Any, starts: Any) -> list[Any]:
+        import numpy as np
+
+        return np.split(h, starts[1:])
+
+    def _attach(self, live: list[_Item], sigs: Any, sh: Any) -> None:
+        runs = self.np_split(*sh) if sh is not None else [None] * len(live)
+        for it, sig, run in zip(live, sigs, runs):
+            it.key = sig
+            it.sig = sig
+            it.shingles = run
+
+    # -- decisions
+    def _check_refs(self, items: list[_Item]) -> None:
+        if self.refs is None:
+            return
+        for it in items:
+            if it.text is not None:
+                it.contaminated = self.refs.check(it.shingles, it.sig)
+
+    def _claim(self, items: list[_Item]) -> None:
+        todo = [it for it in items if it.text is not None and it.contaminated is None]
+        if self.opts.mode == "exact":
+            hits = self.index.claim([(it.key, it.rec_id) for it in todo])
+        else:
+            hits = self.index.claim([(it.key, it.rec_id, it.shingles) for it in todo])
+        for it, hit in zip(todo, hits):
+            it.hit = hit
+
+    def _emit(self, items: list[_Item], on_drop: Callable[..., None]) -> Iterator[dict]:
+        opts, st = self.opts, self.stats
+        for it in items:
+            rec = it.record
+            if it.text is None:
+                st.unchecked += 1
+                yield rec
+                continue
+            st.seen += 1
+            if it.contaminated is not None:
+                st.contaminated += 1
+                ref, sim = it.contaminated
+                if opts.mark:
+                    rec["contaminated"] = {"ref": ref, "similarity": sim, "measure": "containment" if opts.containment is not None else "jaccard"}
+                    yield rec
+                else:
+                    on_drop(rec, "contaminated", dup_of=ref, similarity=sim,
+                            measure="containment" if opts.containment is not None else "jaccard")
+                continue
+            if it.hit is None:
+                st.unique += 1
+                if opts.mark:
+                    rec["dup_cluster"] = it.rec_id
+                    rec["is_duplicate"] = False
+                yield rec
+                continue
+            kept, sim = it.hit
+            st.duplicates += 1
+            st.clusters[kept] += 1
+            if opts.mark:
+                rec["dup_cluster"] = kept
+                rec["is_duplicate"] = True
+                rec["dup_similarity"] = sim
+                yield rec
+            else:
+                on_drop(rec, "duplicate", dup_of=kept, similarity=sim)
+
+    def run(self, records: Iterable[dict], record_id: Callable[[dict], Any], on_drop: Callable[..., None], chunk: int | None = None) -> Iterator[dict]:
+        # The index is millions of small long-lived objects (datasketch's band sets and keys).
+        # Python's full (oldest-generation) collections rescan all of them every time the heap
+        # grows by a quarter: 10-20% of a run, for objects that hold no cycles. Young
+        # generations are still collected; full collections resume when the run ends.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
+        try:
+            yield from self._run(records, record_id, on_drop, chunk)
+        finally:
+            gc.set_threshold(*thresholds)
+
+    def _run(self, records: Iterable[dict], record_id: Callable[[dict], Any], on_drop: Callable[..., None], chunk: int | None = None) -> Iterator[dict]:
+        size = chunk or self.opts.chunk
+        chunks = _chunks(records, record_id, self.opts.field, size)
+        if self.opts.keep == "first":
+            for items in self._signed(chunks):
+                self._check_refs(items)
+                self._claim(items)
+                yield from self._emit(items, on_drop)
+            return
+        # keep longest: every record is held until the end (memory grows with the input).
+        everything: list[_Item] = []
+        for items in self._signed(chunks):
+            self._check_refs(items)
+            everything.extend(items)
+        order = sorted(
+            (i for i, it in enumerate(everything) if it.text is not None and it.contaminated is None),
+            key=lambda i: (-len(everything[i].text), i),
+        )
+        for lo in range(0, len(order), size):
+            self._claim([everything[i] for i in order[lo : lo + size]])
+        yield from self._emit(everything, on_drop)
+
+
+def _chunks(records: Iterable[dict], record_id: Callable[[dict], Any], field: str, size: int) -> Iterator[list[_Item]]:
+    buf: list[_Item] = []
+    for rec in records:
+        buf.append(_Item(rec, record_id(rec), get_text(rec, field)))
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def dedup(records: Iterable[dict], opts: DedupOptions, record_id: Callable[[dict], Any] | None = None,
+          on_drop: Callable[..., None] | None = None) -> Iterator[dict]:
+    """Convenience wrapper: run a Deduper over `records` (ids default to 1-based positions)."""
+    counter = iter(range(1, 1 << 62))
+    rid = record_id or (lambda rec: next(counter))
+    d = Deduper(opts)
+    ok = False
+    try:
+        yield from d.run(records, rid, on_drop or (lambda *a, **k: None))
+        ok = True
+    finally:
+        d.close(ok)
