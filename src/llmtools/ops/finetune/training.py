@@ -246,15 +246,99 @@ def train(
     s.check()
     quiet_libraries()
     dist = dist or Dist()
-    fields = fields or data.Fields()
     device = pick_device(s.device, dist)
     torch.manual_seed(s.seed)
     random.seed(s.seed)
+    m = _load_models(train_records, eval_records, fmt, s, base_dir, teacher_dir, fields or data.Fields(), device, dist,
+                     on_drop if dist.main else None)
+    prepared = m.prepared
+    schedule = data.Schedule(len(prepared.train_rows), s.batch_size, s.grad_accum, s.seed, world=dist.world, rank=dist.rank)
+    total_steps = s.max_steps or s.epochs * schedule.steps_per_epoch
+    optimizer, scheduler = build_optimizer(m.core, s, total_steps)
+    autocast = _autocast(device)
+
+    run_settings = dict(asdict(s), lr=s.resolved_lr, max_seq_len=prepared.max_seq_len, total_steps=total_steps, **(run_info or {}))
+    resume_from = None
+    if dist.main:
+        resume_from = ckpt.prepare_work_dir(output, run_settings, resume, overwrite)
+    resume_from = dist.broadcast(resume_from)
+    start_step, local = 0, {"window_ce": 0.0, "window_tokens": 0, "window_input": 0, "window_kl": 0.0}
+    if resume_from:
+        start_step, local = ckpt.load_checkpoint(resume_from, m.core, optimizer, scheduler, dist.rank)
+
+    pad_id = m.tokenizer.pad_token_id
+
+    def evaluate_now() -> dict:
+        return evaluate(m.core, prepared.eval_rows, pad_id, s.batch_size, device, dist, m.teacher, s.distill_temperature)
+
+    last_eval: dict = {}
+    if prepared.eval_rows and start_step == 0:
+        last_eval = evaluate_now()
+        if dist.main:
+            emit({"type": "eval", "step": 0, "epoch": 0.0, **_round(last_eval)})
+
+    def checkpoint(step: int) -> str | None:
+        return ckpt.save_checkpoint(
+            output, step, m.core, optimizer, scheduler, dict(local), {"epoch": step / schedule.steps_per_epoch},
+            rank=dist.rank, world=dist.world, barrier=dist.barrier, keep=s.keep_checkpoints,
+        )
+
+    t_window = time.perf_counter()
+    t_start = time.perf_counter()
+    tokens_seen = 0
+    last_log: dict = {}
+    with StopRequest() as stop:
+        for step in range(start_step, total_steps):
+            lr, grad_norm, n_input = _optimizer_step(m, s, step, schedule, optimizer, scheduler, autocast, device, dist, pad_id, local)
+            tokens_seen += n_input
+            done = step + 1
+            progress(1)
+
+            record: dict = {}
+            if done % s.log_every == 0 or done == total_steps:
+                record = _train_record(done, schedule, lr, grad_norm, t_window, local, dist, m.teacher is not None)
+                t_window = time.perf_counter()
+            if prepared.eval_rows and ((s.eval_every and done % s.eval_every == 0) or done == total_steps):
+                last_eval = evaluate_now()
+                record = record or {"type": "eval", "step": done, "epoch": round(done / schedule.steps_per_epoch, 4)}
+                record.update(last_eval)
+                t_window = time.perf_counter()  # evaluation time is not training throughput
+            if record:
+                last_log = record
+                if dist.main:
+                    emit(_round(record))
+            stopping = dist.any(stop.signum is not None)
+            if stopping or (s.save_every and done % s.save_every == 0 and done < total_steps):
+                path = checkpoint(done)
+                if stopping:
+                    raise Interrupted(f"interrupted at step {done}; checkpoint saved in {path}; continue with --resume")
+
+    runtime = time.perf_counter() - t_start
+    final = _final_record(total_steps, schedule, last_log, last_eval, prepared, tokens_seen, runtime, output)
+    if dist.main:
+        final["artifacts"] = export(m.core, m.tokenizer, s, output, overwrite, lambda: manifest_fn(run_settings, final) if manifest_fn else None)
+    dist.barrier()
+    return final
+
+
+@dataclass
+class _Models:
+    tokenizer: Any
+    model: Any  # what a step runs: the model, or its DDP wrapper under torchrun
+    core: Any  # the model itself: the optimizer, checkpoints and export use it
+    teacher: Any
+    prepared: Prepared
+
+
+def _load_models(train_records: list, eval_records: list, fmt: str, s: Settings, base_dir: str, teacher_dir: str | None,
+                 fields: data.Fields, device: Any, dist: Dist, on_drop: Callable | None) -> _Models:
+    """The tokenizer, the data tokenized with it, the teacher, and the model ready to train."""
+    import torch
 
     tokenizer = load_tokenizer(base_dir)
     model = load_causal_lm(base_dir, device)
     model_max = getattr(model.config, "max_position_embeddings", None)
-    prepared = prepare_data(train_records, eval_records, fmt, tokenizer, fields, s, model_max, on_drop if dist.main else None)
+    prepared = prepare_data(train_records, eval_records, fmt, tokenizer, fields, s, model_max, on_drop)
 
     teacher = None
     if teacher_dir is not None:
@@ -274,107 +358,70 @@ def train(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Models(tokenizer, model, core, teacher, prepared)
 
-    schedule = data.Schedule(len(prepared.train_rows), s.batch_size, s.grad_accum, s.seed, world=dist.world, rank=dist.rank)
-    total_steps = s.max_steps or s.epochs * schedule.steps_per_epoch
-    optimizer, scheduler = build_optimizer(core, s, total_steps)
-    autocast = _autocast(device)
 
-    run_settings = dict(asdict(s), lr=s.resolved_lr, max_seq_len=prepared.max_seq_len, total_steps=total_steps, **(run_info or {}))
-    resume_from = None
-    if dist.main:
-        resume_from = ckpt.prepare_work_dir(output, run_settings, resume, overwrite)
-    resume_from = dist.broadcast(resume_from)
-    start_step, local = 0, {"window_ce": 0.0, "window_tokens": 0, "window_input": 0, "window_kl": 0.0}
-    if resume_from:
-        start_step, local = ckpt.load_checkpoint(resume_from, core, optimizer, scheduler, dist.rank)
+def _optimizer_step(m: _Models, s: Settings, step: int, schedule: data.Schedule, optimizer: Any, scheduler: Any,
+                    autocast: Any, device: Any, dist: Dist, pad_id: int, local: dict) -> tuple[float, Any, int]:
+    """One optimizer step over this rank's micro-batches; returns (lr, grad norm, input tokens of all ranks)."""
+    import torch
 
-    pad_id = tokenizer.pad_token_id
-    last_eval: dict = {}
-    if prepared.eval_rows and start_step == 0:
-        last_eval = evaluate(core, prepared.eval_rows, pad_id, s.batch_size, device, dist, teacher, s.distill_temperature)
-        if dist.main:
-            emit({"type": "eval", "step": 0, "epoch": 0.0, **_round(last_eval)})
+    rows = m.prepared.train_rows
+    epoch, in_epoch = divmod(step, schedule.steps_per_epoch)
+    micro = schedule.micro_batches(epoch, in_epoch)
+    everyone = schedule.all_ranks(epoch, in_epoch)
+    n_target = sum(rows[i].n_target for mb in everyone for i in mb)
+    n_input = sum(len(rows[i].input_ids) for mb in everyone for i in mb)
+    for k, idx in enumerate(micro):
+        batch = data.collate([rows[i] for i in idx], pad_id, packed=s.packing)
+        sync = k == len(micro) - 1 or not dist.enabled
+        with _no_sync(m.model, sync), autocast:
+            logits = forward(m.model, batch, device)
+            t_logits = None
+            if m.teacher is not None:
+                with torch.no_grad():
+                    t_logits = forward(m.teacher, batch, device)
+            ce, kl, _ = token_losses(logits, batch["labels"].to(device), t_logits, s.distill_temperature)
+            objective = ce if kl is None else (1 - s.distill_weight) * ce + s.distill_weight * s.distill_temperature**2 * kl
+            # Normalise by the step's target tokens on all ranks; DDP averages over ranks.
+            (objective * dist.world / max(n_target, 1)).backward()
+        local["window_ce"] += float(ce.detach())
+        if kl is not None:
+            local["window_kl"] += float(kl.detach())
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in m.core.parameters() if p.requires_grad], s.max_grad_norm if s.max_grad_norm > 0 else float("inf"))
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    local["window_tokens"] += n_target
+    local["window_input"] += n_input
+    return lr, grad_norm, n_input
 
-    def checkpoint(step: int) -> str | None:
-        return ckpt.save_checkpoint(
-            output, step, core, optimizer, scheduler, dict(local), {"epoch": step / schedule.steps_per_epoch},
-            rank=dist.rank, world=dist.world, barrier=dist.barrier, keep=s.keep_checkpoints,
-        )
 
-    t_window = time.perf_counter()
-    t_start = time.perf_counter()
-    tokens_seen = 0
-    last_log: dict = {}
-    with StopRequest() as stop:
-        for step in range(start_step, total_steps):
-            epoch, in_epoch = divmod(step, schedule.steps_per_epoch)
-            micro = schedule.micro_batches(epoch, in_epoch)
-            everyone = schedule.all_ranks(epoch, in_epoch)
-            n_target = sum(prepared.train_rows[i].n_target for mb in everyone for i in mb)
-            n_input = sum(len(prepared.train_rows[i].input_ids) for mb in everyone for i in mb)
-            for k, idx in enumerate(micro):
-                batch = data.collate([prepared.train_rows[i] for i in idx], pad_id, packed=s.packing)
-                sync = k == len(micro) - 1 or not dist.enabled
-                with _no_sync(model, sync), autocast:
-                    logits = forward(model, batch, device)
-                    t_logits = None
-                    if teacher is not None:
-                        with torch.no_grad():
-                            t_logits = forward(teacher, batch, device)
-                    ce, kl, _ = token_losses(logits, batch["labels"].to(device), t_logits, s.distill_temperature)
-                    objective = ce if kl is None else (1 - s.distill_weight) * ce + s.distill_weight * s.distill_temperature**2 * kl
-                    # Normalise by the step's target tokens on all ranks; DDP averages over ranks.
-                    (objective * dist.world / max(n_target, 1)).backward()
-                local["window_ce"] += float(ce.detach())
-                if kl is not None:
-                    local["window_kl"] += float(kl.detach())
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for p in core.parameters() if p.requires_grad], s.max_grad_norm if s.max_grad_norm > 0 else float("inf"))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            local["window_tokens"] += n_target
-            local["window_input"] += n_input
-            tokens_seen += n_input
-            done = step + 1
-            progress(1)
+def _train_record(done: int, schedule: data.Schedule, lr: float, grad_norm: Any, t_window: float, local: dict, dist: Dist,
+                  distilling: bool) -> dict:
+    """The log record of the steps since the last one (loss per target token, throughput); resets the window."""
+    ce_total = dist.sum(local["window_ce"])
+    elapsed = time.perf_counter() - t_window
+    record = {
+        "type": "train",
+        "step": done,
+        "epoch": round(done / schedule.steps_per_epoch, 4),
+        "loss": ce_total / max(local["window_tokens"], 1),
+        "lr": lr,
+        "grad_norm": float(grad_norm),
+        "tokens_per_s": local["window_input"] / elapsed if elapsed > 0 else None,
+    }
+    if distilling:
+        record["distill_kl"] = dist.sum(local["window_kl"]) / max(local["window_tokens"], 1)
+    local.update(window_ce=0.0, window_tokens=0, window_input=0, window_kl=0.0)
+    return record
 
-            record: dict = {}
-            if done % s.log_every == 0 or done == total_steps:
-                ce_total = dist.sum(local["window_ce"])
-                elapsed = time.perf_counter() - t_window
-                record = {
-                    "type": "train",
-                    "step": done,
-                    "epoch": round(done / schedule.steps_per_epoch, 4),
-                    "loss": ce_total / max(local["window_tokens"], 1),
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    "tokens_per_s": local["window_input"] / elapsed if elapsed > 0 else None,
-                }
-                if teacher is not None:
-                    record["distill_kl"] = dist.sum(local["window_kl"]) / max(local["window_tokens"], 1)
-                local.update(window_ce=0.0, window_tokens=0, window_input=0, window_kl=0.0)
-                t_window = time.perf_counter()
-            if prepared.eval_rows and ((s.eval_every and done % s.eval_every == 0) or done == total_steps):
-                last_eval = evaluate(core, prepared.eval_rows, pad_id, s.batch_size, device, dist, teacher, s.distill_temperature)
-                record = record or {"type": "eval", "step": done, "epoch": round(done / schedule.steps_per_epoch, 4)}
-                record.update(last_eval)
-                t_window = time.perf_counter()  # evaluation time is not training throughput
-            if record:
-                last_log = record
-                if dist.main:
-                    emit(_round(record))
-            stopping = dist.any(stop.signum is not None)
-            if stopping or (s.save_every and done % s.save_every == 0 and done < total_steps):
-                path = checkpoint(done)
-                if stopping:
-                    raise Interrupted(f"interrupted at step {done}; checkpoint saved in {path}; continue with --resume")
 
-    runtime = time.perf_counter() - t_start
+def _final_record(total_steps: int, schedule: data.Schedule, last_log: dict, last_eval: dict, prepared: Prepared,
+                  tokens_seen: int, runtime: float, output: str) -> dict:
     final_metrics = {"train_loss": last_log.get("loss"), **{k: v for k, v in last_eval.items()}}
-    final = {
+    return {
         "type": "final",
         "step": total_steps,
         "epoch": round(total_steps / schedule.steps_per_epoch, 4),
@@ -386,10 +433,6 @@ def train(
         "runtime_s": round(runtime, 3),
         "output": os.path.abspath(output),
     }
-    if dist.main:
-        final["artifacts"] = export(core, tokenizer, s, output, overwrite, lambda: manifest_fn(run_settings, final) if manifest_fn else None)
-    dist.barrier()
-    return final
 
 
 def export(model: Any, tokenizer: Any, s: Settings, output: str, overwrite: bool, manifest: Callable[[], dict | None]) -> dict:
