@@ -199,6 +199,7 @@ _json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.text(max_size=3), _json_values, max_size=8))
 def test_may_hold_rounded_int_in_c_equals_python(value):
@@ -211,6 +212,7 @@ def test_may_hold_rounded_int_in_c_equals_python(value):
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
     st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?", fullmatch=True),
 ))
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 def test_orjson_agrees_with_json_except_on_big_ints(literal):
     # Why Job.records() may skip the stdlib re-read for a record without a float of 2**63 or

@@ -55,11 +55,9 @@ def test_missing_wordnet_exits_4_with_install_commands(cli, monkeypatch, tmp_pat
     monkeypatch.setattr(wordnet, "SYSTEM_WORDNET_DIRS", (str(tmp_path / "none"),))
     monkeypatch.delenv("LLMTOOLS_WORDNET_DIR", raising=False)
     monkeypatch.setattr("nltk.data.find", lambda *a, **k: (_ for _ in ()).throw(LookupError("no")))
-    wordnet.load_wordnet.cache_clear()
-    try:
-        result = cli(["augment", "--method", "synonym"], input=INPUT)
-    finally:
-        wordnet.load_wordnet.cache_clear()
+    # The loader without its cache, so the WordNet loaded for the other tests stays loaded.
+    monkeypatch.setattr(wordnet, "load_wordnet", wordnet.load_wordnet.__wrapped__)
+    result = cli(["augment", "--method", "synonym"], input=INPUT)
     assert result.exit_code == 4
     assert "apt-get install wordnet-base wordnet-sense-index" in result.stderr
 

@@ -393,6 +393,7 @@ def test_long_words_and_typographic_punctuation():
     assert s.signatures(["don\u2019t stop the music now please"])[0].tolist() == s.signatures(["don t stop the music now please"])[0].tolist()
 
 
+@pytest.mark.slow
 def test_lsh_bands_match_datasketch_choice():
     """lsh_params (Gauss-Legendre, no scipy) picks the bands datasketch's own optimiser picks."""
     from datasketch.lsh import _optimal_param

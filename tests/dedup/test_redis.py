@@ -96,6 +96,7 @@ def _run_two_workers(url, recs, extra):
     return kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["--exact"], []], ids=["exact", "near"])
 def test_two_concurrent_workers_keep_one_copy_per_group(tmp_path, redis_url, extra):
     recs = _groups(1, exact=bool(extra))

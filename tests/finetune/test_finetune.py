@@ -140,6 +140,7 @@ def _weights(path: Path) -> dict:
     return load_file(str(path / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_matches_an_uninterrupted_run(cli, tiny_model_dir, tmp_path, monkeypatch):
     data = _write(tmp_path / "t.jsonl", _pc_records(20))
     common = ["--base", tiny_model_dir, "--max-steps", "9", "--batch-size", "3", "--grad-accum", "2", "--log-every", "1",
@@ -191,6 +192,7 @@ def test_resume_refuses_other_settings(cli, tiny_model_dir, tmp_path, monkeypatc
     assert res.exit_code == 2 and "settings differ" in res.stderr and "lr" in res.stderr
 
 
+@pytest.mark.slow
 def test_sigint_checkpoints_and_exits_130_then_resume_matches(cli, tiny_model_dir, tmp_path):
     data = _write(tmp_path / "t.jsonl", _pc_records(40))
     common = ["--base", tiny_model_dir, "--max-steps", "150", "--batch-size", "2", "--log-every", "1", "--save-every", "0",
@@ -345,6 +347,7 @@ def test_config_file_with_flag_precedence(cli, tiny_model_dir, tmp_path, kind):
 # --------------------------------------------------------------------------- scale-out
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(cli, tiny_model_dir, tmp_path):
     data = _write(tmp_path / "t.jsonl", _pc_records(20))  # 16 training rows: 4 full global batches per epoch
     common = ["--base", tiny_model_dir, "--max-steps", "6", "--log-every", "2", "--lr", "2e-3", "--lora-dropout", "0",

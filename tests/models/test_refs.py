@@ -267,6 +267,7 @@ print(json.dumps({"path": hf_dir(sys.argv[1]), "converted": len(calls)}))
 """
 
 
+@pytest.mark.slow
 def test_two_processes_converting_at_once_make_one_copy(tiny_model_dir, isolated_cache):
     import subprocess
 

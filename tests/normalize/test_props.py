@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ftfy
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,7 @@ def test_default_steps_never_raise_and_are_idempotent(text):
     assert twice == once, changed
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(texts)
 def test_every_step_never_raises(text):

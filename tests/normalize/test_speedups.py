@@ -60,6 +60,7 @@ def test_the_helper_is_built():
     assert TextNormalizer(DEFAULT_STEPS).fast is C
 
 
+@pytest.mark.slow
 @needs_c
 @SETTINGS
 @given(texts, st.sampled_from(STEP_SETS), st.sampled_from(["keep", "paragraphs", "none"]))

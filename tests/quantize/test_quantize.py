@@ -311,6 +311,7 @@ def test_type_errors_are_usage_errors(cli, tiny_model_dir, tmp_path):
     assert not (tmp_path / "o.gguf").exists()
 
 
+@pytest.mark.slow
 def test_real_pipe_report_on_stdout_and_file(tiny_model_dir, tmp_path, venv_bin):
     out, report = tmp_path / "p.gguf", tmp_path / "r.jsonl"
     proc = subprocess.run(

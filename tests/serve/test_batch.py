@@ -89,6 +89,7 @@ def test_parse_size():
     assert parse_size("2MiB") == 2 << 20
 
 
+@pytest.mark.slow
 def test_sixteen_clients_many_requests_no_5xx():
     """16 concurrent keep-alive clients, mixed endpoints, a bounded queue big enough to hold them."""
     loader = Loader(delay=0.0005)

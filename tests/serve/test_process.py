@@ -32,6 +32,7 @@ def server_factory():
         proc.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(tiny_model_dir, server_factory, tmp_path):
     log = tmp_path / "requests.jsonl"
     srv = server_factory(tiny_model_dir, "--log", str(log), "--max-tokens-cap", "512", "--max-concurrency", "1")
@@ -90,6 +91,7 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(tiny_mod
     assert any("draining" in line for line in srv.lines)
 
 
+@pytest.mark.slow
 def test_sighup_rereads_model_file_and_swaps_blue_green(tiny_model_dir, server_factory, tmp_path):
     from tests.helpers.tiny import build_tiny_llama
 
@@ -115,6 +117,7 @@ def test_sighup_rereads_model_file_and_swaps_blue_green(tiny_model_dir, server_f
     assert srv.stop() == 0
 
 
+@pytest.mark.slow
 def test_openai_client_chat_stream_completions_models_embeddings(tiny_model_dir, server_factory):
     openai = pytest.importorskip("openai")
     srv = server_factory(tiny_model_dir, "--api-key", "sk-test")
@@ -151,6 +154,7 @@ def test_openai_client_chat_stream_completions_models_embeddings(tiny_model_dir,
     assert srv.stop() == 0
 
 
+@pytest.mark.slow
 def test_curl_chat_auth_and_errors(tiny_model_dir, server_factory, tmp_path):
     curl = shutil.which("curl")
     assert curl, "curl is needed (apt-get install curl)"
@@ -188,6 +192,7 @@ def test_curl_chat_auth_and_errors(tiny_model_dir, server_factory, tmp_path):
     assert code == 200 and 'llmtools_requests_total{endpoint="chat",status="401"} 1.0' in body
 
 
+@pytest.mark.slow
 def test_batch_mode_piped_into_score(tiny_model_dir, tmp_path):
     records = [
         {"id": i, "prompt": f"hello world {i}", "reference": "hello world", "max_tokens": 4} for i in range(5)
