@@ -168,6 +168,7 @@ def test_regions_and_leniency():
 def test_region_filter_never_skips_a_region_that_could_hold_the_number():
     # Every example number libphonenumber's metadata gives, in every region, written nationally.
     finder = P.PhoneFinder(regions=tuple(sorted(phonenumbers.SUPPORTED_REGIONS)))
+    finder._load()
     checked = 0
     for region in sorted(phonenumbers.SUPPORTED_REGIONS):
         for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE,
@@ -189,7 +190,10 @@ def test_phonenumbers_is_imported_only_for_phones():
         "r('a@b.co 192.0.2.1 +44 20 7946 0958')\n"
         "assert 'phonenumbers' not in sys.modules\n"
         "assert 'email_validator' not in sys.modules  # the plain address took the fast path\n"
-        "Redactor(('phone',))\n"
+        "r = Redactor(('phone',))\n"
+        "assert r('no number in 2019-2020, v1.2.3') == 'no number in 2019-2020, v1.2.3'\n"
+        "assert 'phonenumbers' not in sys.modules  # nothing was worth asking it\n"
+        "assert r('call 020 7946 0958') == 'call <PHONE>'\n"
         "assert 'phonenumbers' in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)

@@ -10,8 +10,9 @@ Run from the repository root:
 The cases are tests/data/pii/cases.jsonl (see tests/data/pii/README.md). For each kind, the
 cases of that kind (positives and negatives) go through `llmtools normalize --redact KIND` as one
 JSONL file; the redacted text is aligned with the input to recover which spans became which
-placeholder. A gold span counts as found only when a placeholder replaced exactly that span
-(a partial or an over-long redaction is a miss and a false positive). Precision counts every
+placeholder. A gold span counts as found only when a placeholder replaced exactly that span,
+up to brackets, quotes and punctuation at its ends (a partial or an over-long redaction is a
+miss and a false positive). Precision counts every
 redacted span, so a redaction in a negative case is a false positive. The `all` rows run
 `--redact all` over every case and need the placeholder's type to match too.
 
@@ -118,13 +119,27 @@ def peer_spans(cases: list[dict], python: str, kinds: str, extra: list[str]) -> 
     return {r["id"]: [tuple(s) for s in r["spans"]] for r in map(json.loads, proc.stdout.decode().splitlines())}
 
 
+_TRIM = " ()[]<>{}\"'.,;!?"
+
+
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """A span without brackets, quotes or punctuation at its ends (so a detector that takes the
+    `(` before a number, or leaves a quote out, is not counted wrong for it); `:` is kept."""
+    while start < end and text[start] in _TRIM:
+        start += 1
+    while end > start and text[end - 1] in _TRIM:
+        end -= 1
+    return start, end
+
+
 def score(cases: list[dict], predicted: dict[str, list], wanted: set[str], typed: bool) -> dict:
-    """Exact-span matching. typed: the placeholder's kind must match the gold span's kind."""
+    """Span matching after trim(). typed: the placeholder's kind must match the gold span's kind."""
     tp = fn = fp = 0
     misses, false_pos = [], []
     for c in cases:
-        gold = {(s, e, k) for s, e, k in c["spans"] if k in wanted}
-        got = {(s, e, k) for s, e, k in predicted[c["id"]] if k in wanted}
+        t = c["text"]
+        gold = {(*trim(t, s, e), k) for s, e, k in c["spans"] if k in wanted}
+        got = {(*trim(t, s, e), k) for s, e, k in predicted[c["id"]] if k in wanted}
         if not typed:
             gold_u, got_u = {(s, e) for s, e, _ in gold}, {(s, e) for s, e, _ in got}
         else:

@@ -35,6 +35,7 @@ regions, most 8-11 digit strings are a valid number somewhere):
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from functools import lru_cache
 
@@ -99,14 +100,20 @@ class PhoneFinder:
     """Spans of phone numbers in a text, judged by phonenumbers.PhoneNumberMatcher."""
 
     def __init__(self, regions: tuple[str, ...] = DEFAULT_REGIONS, leniency: str = DEFAULT_LENIENCY):
-        pn = require("phonenumbers", purpose="phone redaction")
         if leniency not in LENIENCIES:
             raise UsageError(f"--phone-leniency: '{leniency}' is not one of {', '.join(LENIENCIES)}")
-        self._pn = pn
-        self._leniency = getattr(pn.Leniency, leniency.upper().replace("-", "_"))
+        if importlib.util.find_spec("phonenumbers") is None:
+            require("phonenumbers", purpose="phone redaction")  # raises MissingDependency (exit 4)
         self.regions = tuple(regions)
-        self._plans = [(r, *_plan(pn, r)) for r in self.regions]
+        self.leniency = leniency
+        self._pn = None  # phonenumbers and the regions' metadata load with the first candidate
         self.find_in = lru_cache(maxsize=4096)(self._find_in)
+
+    def _load(self) -> None:
+        pn = require("phonenumbers", purpose="phone redaction")
+        self._leniency = getattr(pn.Leniency, self.leniency.upper().replace("-", "_"))
+        self._plans = [(r, *_plan(pn, r)) for r in self.regions]
+        self._pn = pn
 
     def __call__(self, text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
@@ -143,6 +150,8 @@ class PhoneFinder:
 
     def _find_in(self, window: str) -> tuple[tuple[int, int], ...]:
         """Matches in `window` (one candidate with one character of context on each side)."""
+        if self._pn is None:
+            self._load()
         pn = self._pn
         cand_start, cand_end = 1, len(window) - 1
         found: dict[tuple[int, int], None] = {}
