@@ -12,7 +12,8 @@ import pytest
 from llmtools import __version__
 from llmtools.cli import COMMANDS
 
-HEAVY = ("torch", "transformers", "peft", "nltk", "datasketch", "numpy", "llama_cpp", "scipy", "sacrebleu", "rouge_score", "starlette", "uvicorn")
+HEAVY = ("torch", "transformers", "peft", "nltk", "datasketch", "numpy", "llama_cpp", "scipy", "sacrebleu", "rouge_score", "starlette", "uvicorn",
+         "phonenumbers", "email_validator")
 
 PROBE = """
 import sys

@@ -113,8 +113,9 @@ PURE = "LLMTOOLS_PURE_PYTHON=1"  # a command-list prefix: run it without the C h
 def timed(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float]:
     """(wall seconds, CPU seconds: user + system of the child)."""
     env = ENV
-    if cmd[0] == PURE:
-        cmd, env = cmd[1:], {**ENV, "LLMTOOLS_PURE_PYTHON": "1"}
+    while "=" in cmd[0] and cmd[0].split("=", 1)[0].isupper():  # VAR=value prefixes, as in a shell
+        name, value = cmd[0].split("=", 1)
+        cmd, env = cmd[1:], {**env, name: value}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
@@ -140,7 +141,8 @@ def startup(runs: int, one: Path) -> dict[str, tuple[float, float]]:
     return {k: (statistics.median(w for w, _ in v) * 1000, statistics.median(c for _, c in v) * 1000) for k, v in times.items()}
 
 
-def throughput(runs: int, data: Path, n: int, extra: list[str], pure: bool = False) -> dict[str, tuple[float, float]]:
+def throughput(runs: int, data: Path, n: int, extra: list[str], pure: bool = False,
+               baseline: str | None = None) -> dict[str, tuple[float, float]]:
     """Records per second, by wall time and by CPU time (median of runs)."""
     cmds = {
         "plain orjson read+write loop": [sys.executable, "-c", ORJSON_LOOP, str(data)],
@@ -150,6 +152,9 @@ def throughput(runs: int, data: Path, n: int, extra: list[str], pure: bool = Fal
         cmds["`LLMTOOLS_PURE_PYTHON=1 llmtools normalize` (no C helper)"] = [PURE, LLMTOOLS, "normalize", str(data)]
     for spec in extra:
         cmds[f"llmtools normalize {spec}"] = [LLMTOOLS, "normalize", *spec.split(), str(data)]
+        if baseline:
+            cmds[f"llmtools normalize {spec} (baseline)"] = [f"PYTHONPATH={baseline}", LLMTOOLS, "normalize",
+                                                             *spec.split(), str(data)]
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
     for _ in range(runs):
         for name, cmd in cmds.items():
@@ -168,6 +173,8 @@ def main() -> None:
     ap.add_argument("--unbuffered-env", action="store_true", help="keep PYTHONUNBUFFERED from the environment (dropped by default)")
     ap.add_argument("--pure-python", action="store_true",
                     help="also time normalize without its C helper (LLMTOOLS_PURE_PYTHON=1)")
+    ap.add_argument("--baseline-src", metavar="PATH",
+                    help="also time each --extra command with PYTHONPATH=PATH (another checkout's src/), interleaved")
     ap.add_argument("--extra", action="append", default=[], metavar="OPTIONS",
                     help="also time `llmtools normalize OPTIONS` (repeatable), e.g. --extra '--steps all'")
     args = ap.parse_args()
@@ -188,7 +195,7 @@ def main() -> None:
                 data = Path(tmp) / f"data-{size}.jsonl"
                 make_file(data, n, size=size)
                 mb = data.stat().st_size / 1e6
-                res = throughput(args.runs, data, n, args.extra, args.pure_python)
+                res = throughput(args.runs, data, n, args.extra, args.pure_python, args.baseline_src)
                 base_w, base_c = res["plain orjson read+write loop"]
                 print(f"\nThroughput, {size} records: {n} records, {mb:.1f} MB ({mb * 1e3 / n:.1f} KB/record), "
                       f"median of {args.runs} interleaved runs:")

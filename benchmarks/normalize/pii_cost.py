@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _redactor_class():
-    for name in ("llmtools.ops.normalize.pii", "llmtools.ops.normalize_pii_v2", "llmtools.ops.normalize_pii"):
+    for name in ("llmtools.ops.normalize.pii", "llmtools.ops.normalize_pii"):
         try:
             mod = importlib.import_module(name)
         except ImportError:
@@ -51,7 +51,7 @@ def worker(n: int) -> dict:
 
     rng = random.Random(7)
     base = [bench.record(rng, i)["text"] for i in range(n)]
-    phones = [f"{t} Call me on 020 7946 {i % 1000:04d} or +44 113 496 {i % 1000:04d}." for i, t in enumerate(base)]
+    phones = [f"{t} Call me on 020 7946 {i % 10000:04d} or +44 113 496 {i % 10000:04d}." for i, t in enumerate(base)]
     emails = [f"{t} Write to user{i}.name@example{i % 97}.com today." for i, t in enumerate(base)]
     dates = [f"{t} It ran from 2019-2020 and 1990-2000." for t in base]
     red = mod.Redactor(mod.PII_KINDS)

@@ -75,7 +75,7 @@ def test_nested_field_and_newlines_mode(cli):
 
 def test_redact_explain_and_summary(cli):
     recs = [
-        {"text": "Mail john@example.com or call +1 (555) 123-4567.", "_llmtools": {"dedup": {"cluster": 3}}},
+        {"text": "Mail john@example.com or call +1 (415) 555-0132.", "_llmtools": {"dedup": {"cluster": 3}}},
         {"text": "Card 4111 1111 1111 1111, host 10.0.0.1, IBAN GB82 WEST 1234 5698 7654 32."},
         {"text": "nothing here"},
     ]

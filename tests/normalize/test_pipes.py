@@ -80,6 +80,7 @@ def test_short_run_imports_only_what_it_needs(tmp_path):
         "except SystemExit:\n"
         "    pass\n"
         "mods = ['ftfy', 'py3langid', 'numpy', 'regex', 'difflib', 'llmtools.ops.normalize.pii',\n"
+        "        'llmtools.ops.normalize.phones', 'phonenumbers', 'email_validator',\n"
         "        'llmtools.ops.normalize.values', 'llmtools.ops.normalize.quality', 'gzip', 'tempfile']\n"
         "sys.stderr.write(','.join(m for m in mods if m in sys.modules))\n"
     )

@@ -154,7 +154,7 @@ def test_whitespace_modes():
 def test_pii_each_kind():
     r = Redactor()
     text = (
-        "Mail john.doe+x@example.co.uk, call +1 (555) 123-4567 or 020 7946 0958; "
+        "Mail john.doe+x@example.co.uk, call +1 (415) 555-0132 or 020 7946 0958; "
         "hosts 192.168.1.20 and fe80::1ff:fe23:4567:890a; card 4111 1111 1111 1111; "
         "IBAN DE89 3704 0044 0532 0130 00."
     )

@@ -29,6 +29,7 @@ from llmtools.ops.normalize.steps import (
 
 _LAZY = {
     "parse_kinds": "pii",
+    "parse_phone_regions": "phones",
     "QualityConfig": "quality",
     "parse_quality_rules": "quality",
     "parse_quality_thresholds": "quality",

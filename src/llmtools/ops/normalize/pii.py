@@ -1,9 +1,23 @@
-"""PII redaction: emails, phone numbers, IPv4/IPv6 addresses, credit cards, IBANs.
+"""PII redaction: emails, phone numbers, IPv4/IPv6 addresses, payment cards, IBANs.
 
 Each match becomes a typed placeholder (`<EMAIL>`, `<PHONE>`, `<IPV4>`, `<IPV6>`,
-`<CREDIT_CARD>`, `<IBAN>`). Candidates are found by regex and then validated where a checksum
-or a parser exists (Luhn and issuer prefixes for cards, ISO 7064 mod-97 and country lengths for
-IBANs, the `ipaddress` module for IPv6), so ordinary numbers are left alone.
+`<CREDIT_CARD>`, `<IBAN>`). A cheap regex finds candidates; the standard's own judge decides:
+
+- email: RFC 5321/5322 addresses as people write them (dot-atoms, quoted local parts, UTF-8
+  local parts, IDN and punycode domains, address literals). A plain ASCII dot-atom address is
+  checked here; anything else goes to `email-validator`'s syntax check (no DNS). The domain
+  needs a dot and a TLD of letters (or a punycode A-label), or must be an address literal.
+- ipv6 / ipv4: the standard library's `ipaddress` judges every candidate token whole (zone ids
+  and IPv4-mapped forms included), so an invalid address is never partly redacted.
+- iban: ISO 13616 with the SWIFT registry's country lengths and BBAN structures, ISO 7064
+  mod 97-10, upper case only, grouped by spaces, dashes or nothing.
+- credit_card: ISO/IEC 7812 issuer ranges the networks publish (UATP's 1 included), the
+  network's lengths, the Luhn digit; grouped by spaces or dashes (one kind per number).
+- phone: Google's libphonenumber (`phonenumbers`), see phones.py.
+
+Kinds run in the order of PII_KINDS: an IPv4 inside an IPv6 address, or a number inside an
+IBAN, belongs to the earlier kind. `email-validator` and `phonenumbers` are imported only when
+their kind is on and a text could hold one.
 """
 
 from __future__ import annotations
@@ -11,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+from typing import Callable, Iterator
 
 PII_KINDS = ("email", "ipv6", "ipv4", "iban", "credit_card", "phone")
 PLACEHOLDERS = {
@@ -21,7 +36,7 @@ PLACEHOLDERS = {
     "credit_card": "<CREDIT_CARD>",
     "iban": "<IBAN>",
 }
-# Accepted spellings for `--pii` (singular/plural, the IP family as one word).
+# Accepted spellings for `--redact` (singular/plural, the IP family as one word).
 PII_ALIASES = {
     "email": ("email",), "emails": ("email",),
     "phone": ("phone",), "phones": ("phone",),
@@ -31,49 +46,182 @@ PII_ALIASES = {
     "iban": ("iban",), "ibans": ("iban",),
 }
 
-def _c(pattern: str, flags: int = 0) -> re.Pattern:
-    # ASCII digits only: Luhn, mod-97 and digit counts are defined on 0-9, not on every Nd.
-    return re.compile(pattern.replace(r"\d", "[0-9]"), flags)
+# --------------------------------------------------------------------------- email
 
-
+_ATEXT = r"[\w!#$%&'*+/=?^`{|}~-]"  # RFC 5322 atext, widened to UTF-8 letters (RFC 6531)
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![\w-])"
+    r"(?<![\w!#$%&'*+/=?^`{|}~.\"\\\]@-])"
+    r"(?:" + _ATEXT + r"+(?:\." + _ATEXT + r"+)*|\"(?:[^\"\\\r\n]|\\.)*\")"
+    r"@(?:[\w-]+(?:\.[\w-]+)+|\[[^\]\s]+\])"
+    r"(?![\w-]|\.[\w-])"
 )
-_IPV4 = _c(
-    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
+# The common case, checked without email-validator: an ASCII dot-atom at an ASCII host name.
+_PLAIN_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})"
 )
-# Loose candidate; ipaddress decides. A digit is required so code like `abc::def` is left alone.
-_IPV6 = _c(
-    r"(?<![\w:.])(?=[0-9A-Fa-f:.]*\d)(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
-    r"(?:%[0-9A-Za-z]+)?(?![\w:])"
-)
-_IBAN = _c(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![\w])", re.IGNORECASE)
-_CARD = _c(r"(?<![\w.,-])\d(?:[ -]?\d){12,18}(?![\w]|[.,-]\d)")
-_PHONE = _c(
-    r"(?<![\w+.,/-])(?:"
-    # international: +CC then 1-6 groups, optional (0) trunk
-    r"\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}"
-    # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 555 123 4567
-    r"|(?:\(\d{3}\)[ ]?|\d{3}[-. ])\d{3}[-. ]\d{4}"
-    # national with a trunk 0: 020 7946 0958, 01 23 45 67 89, 030-123-4567
-    r"|0\d{1,4}(?:[ -]\d{2,4}){2,4}"
-    r")(?![\w]|[.,/-]\d)"
-)
+_TLD = re.compile(r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})", re.IGNORECASE)
+_validate_email: Callable | None = None
 
-# ISO 13616 lengths of the countries that issue IBANs (the common ones; others need 15-34).
-_IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
-    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
-    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
-    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
-    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
-    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+
+def email_ok(candidate: str) -> bool:
+    """An address as RFC 5321/5322 (with RFC 6531/IDNA) allows and as mail systems deliver."""
+    local, _, domain = candidate.rpartition("@")
+    if len(local.encode()) > 64 or len(candidate.encode()) > 254:
+        return False
+    if _PLAIN_EMAIL.fullmatch(candidate):
+        return all(len(label) <= 63 for label in domain.split("."))
+    global _validate_email
+    if _validate_email is None:
+        from llmtools.errors import require
+
+        _validate_email = require("email_validator", purpose="email redaction").validate_email
+    try:
+        _validate_email(candidate, check_deliverability=False, allow_quoted_local=True,
+                        allow_domain_literal=True, globally_deliverable=False, allow_smtputf8=True)
+    except Exception:  # EmailNotValidError, or anything idna raises on a malformed label
+        return False
+    if domain.startswith("["):
+        return True
+    return "." in domain and _TLD.fullmatch(domain.rsplit(".", 1)[1]) is not None
+
+
+def _emails(text: str) -> Iterator[tuple[int, int]]:
+    for m in _EMAIL.finditer(text):
+        start, end = m.span()
+        cand = m.group()
+        # `'john@example.com'`: an apostrophe is atext, but one on both sides is quoting.
+        if cand[0] in "'`" and text[end:end + 1] == cand[0]:
+            start, cand = start + 1, cand[1:]
+        if email_ok(cand):
+            yield start, end
+
+
+# --------------------------------------------------------------------------- IPs
+
+# Whole tokens of hex digits, dots and colons (and a zone id): judged whole, never in part.
+_IPV6 = re.compile(r"(?<![\w:.%-])[0-9A-Za-z]*:[0-9A-Za-z:.]*(?:%[0-9A-Za-z_.-]+)?(?![\w%-])")
+_IPV4 = re.compile(r"(?<![\w.:%-])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![\w%]|\.[0-9])")
+_HAS_DIGIT = re.compile(r"[0-9]")
+
+
+def ipv6_ok(candidate: str) -> bool:
+    if candidate.count(":") < 2:
+        return False
+    addr, pct, zone = candidate.partition("%")
+    if pct and not zone:
+        return False
+    if candidate != "::" and not _HAS_DIGIT.search(addr):
+        return False  # `abc::def`, `Foo::Bar`: code, not an address (`::` alone is one)
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv6s(text: str) -> Iterator[tuple[int, int]]:
+    for m in _IPV6.finditer(text):
+        start, end = m.span()
+        cand = m.group()
+        # A sentence's full stop or colon after the address is not part of it.
+        if cand.endswith("."):
+            cand, end = cand[:-1], end - 1  # a full stop, even after a zone id
+        if cand.endswith(":") and not cand.endswith("::") and not ipv6_ok(cand):
+            cand, end = cand[:-1], end - 1  # `... ::1:` at a sentence's colon
+        if start > 1 and text[start - 1] == "[" and (text[start - 2].isalnum() or text[start - 2] in "_)]"):
+            continue  # `x[::2]`, `a[1::3]`: a slice in code, not an address
+        if ipv6_ok(cand):
+            yield start, end
+
+
+def ipv4_ok(candidate: str) -> bool:
+    try:
+        ipaddress.IPv4Address(candidate)  # rejects octets above 255 and leading zeros
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv4s(text: str) -> Iterator[tuple[int, int]]:
+    for m in _IPV4.finditer(text):
+        if ipv4_ok(m.group()):
+            yield m.span()
+
+
+# --------------------------------------------------------------------------- IBAN
+
+# ISO 13616 BBAN structures of the SWIFT IBAN registry (release 101): count + type, where
+# n = digits, a = upper-case letters, c = upper-case letters or digits. IBAN length = 4 + BBAN.
+IBAN_BBAN = {
+    "AD": "4n4n12c", "AE": "3n16n", "AL": "8n16c", "AT": "5n11n", "AZ": "4a20c", "BA": "3n3n8n2n", "BE": "3n7n2n",
+    "BG": "4a4n2n8c", "BH": "4a14c", "BI": "5n5n11n2n", "BR": "8n5n10n1a1c", "BY": "4c4n16c", "CH": "5n12c",
+    "CR": "4n14n", "CY": "3n5n16c", "CZ": "4n16n", "DE": "8n10n", "DJ": "5n5n11n2n", "DK": "4n9n1n",
+    "DO": "4c20n", "EE": "2n14n", "EG": "4n4n17n", "ES": "4n4n1n1n10n", "FI": "3n11n", "FK": "2a12n",
+    "FO": "4n9n1n", "FR": "5n5n11c2n", "GB": "4a6n8n", "GE": "2a16n", "GI": "4a15c", "GL": "4n9n1n",
+    "GR": "3n4n16c", "GT": "4c20c", "HN": "4a20n", "HR": "7n10n", "HU": "3n4n1n15n1n", "IE": "4a6n8n",
+    "IL": "3n3n13n", "IQ": "4a3n12n", "IS": "4n2n6n10n", "IT": "1a5n5n12c", "JO": "4a4n18c", "KW": "4a22c",
+    "KZ": "3n13c", "LB": "4n20c", "LC": "4a24c", "LI": "5n12c", "LT": "5n11n", "LU": "3n13c", "LV": "4a13c",
+    "LY": "3n3n15n", "MC": "5n5n11c2n", "MD": "2c18c", "ME": "3n13n2n", "MK": "3n10c2n", "MN": "4n12n",
+    "MR": "5n5n11n2n", "MT": "4a5n18c", "MU": "4a2n2n12n3n3a", "NI": "4a20n", "NL": "4a10n", "NO": "4n6n1n",
+    "OM": "3n16c", "PK": "4a16c", "PL": "8n16n", "PS": "4a21c", "PT": "4n4n11n2n", "QA": "4a21c", "RO": "4a16c",
+    "RS": "3n13n2n", "RU": "9n5n15c", "SA": "2n18c", "SC": "4a2n2n16n3a", "SD": "2n12n", "SE": "3n16n1n",
+    "SI": "5n8n2n", "SK": "4n6n10n", "SM": "1a5n5n12c", "SO": "4n3n12n", "ST": "4n4n11n2n", "SV": "4a20n",
+    "TL": "3n14n2n", "TN": "2n3n13n2n", "TR": "5n1n16c", "UA": "6n19c", "VA": "3n15n", "VG": "4a16n",
+    "XK": "4n10n2n", "YE": "4a4n18c",
 }
+_BBAN_CLASS = {"n": "[0-9]", "a": "[A-Z]", "c": "[A-Z0-9]"}
 
+
+def _bban_pattern(structure: str) -> tuple[int, re.Pattern]:
+    parts = re.findall(r"(\d+)([nac])", structure)
+    regex = "".join(f"{_BBAN_CLASS[t]}{{{n}}}" for n, t in parts)
+    return 4 + sum(int(n) for n, _ in parts), re.compile(regex)
+
+
+IBAN_FORMATS = {country: _bban_pattern(s) for country, s in IBAN_BBAN.items()}
+IBAN_LENGTHS = {country: n for country, (n, _) in IBAN_FORMATS.items()}
+
+# Upper case only (ISO 13616); one kind of separator, anywhere between characters.
+_IBAN = re.compile(r"(?<![\w-])[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]){8,34}")
+
+
+def iban_ok(candidate: str) -> bool:
+    """Country, length, BBAN structure and mod-97 of an IBAN (separators ignored; upper case only)."""
+    code = candidate.replace(" ", "").replace("-", "")
+    fmt = IBAN_FORMATS.get(code[:2])
+    if fmt is None or len(code) != fmt[0] or not code[2:4].isdigit() or not fmt[1].fullmatch(code[4:]):
+        return False
+    moved = code[4:] + code[:4]
+    return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
+
+
+def _ibans(text: str) -> Iterator[tuple[int, int]]:
+    for m in _IBAN.finditer(text):
+        start, cand = m.start(), m.group()
+        length = IBAN_LENGTHS.get(cand[:2])
+        if length is None:
+            continue
+        # Take exactly the country's length; what follows must not continue the token.
+        seen = 0
+        for i, ch in enumerate(cand):
+            if ch not in " -":
+                seen += 1
+                if seen == length:
+                    break
+        if seen != length:
+            continue
+        body = cand[:i + 1]
+        end = start + i + 1
+        if end < len(text) and (text[end].isalnum() or text[end] == "_"):
+            continue
+        if " " in body and "-" in body:
+            continue
+        if iban_ok(body):
+            yield start, end
+
+
+# --------------------------------------------------------------------------- cards
 
 def luhn_ok(digits: str) -> bool:
     total = 0
@@ -87,134 +235,127 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+_ALL = frozenset(range(12, 20))
+_L16_19 = frozenset(range(16, 20))
+# (first prefix, last prefix, lengths): ISO/IEC 7812 issuer ranges as the networks publish them.
+CARD_RANGES = (
+    (1, 1, frozenset({15})),                      # UATP (MII 1: airlines)
+    (1946, 1946, frozenset({16, 18, 19})),        # GPN (Indonesia)
+    (2200, 2204, _L16_19),                        # Mir
+    (2205, 2205, frozenset({16})),                # BORICA
+    (2221, 2720, frozenset({16})),                # Mastercard 2-series
+    (300, 305, frozenset(range(14, 20))),         # Diners Club International
+    (3095, 3095, frozenset(range(14, 20))),       # Diners Club
+    (34, 34, frozenset({15})),                    # American Express
+    (37, 37, frozenset({15})),
+    (36, 36, frozenset(range(14, 20))),           # Diners Club International
+    (38, 39, frozenset(range(14, 20))),
+    (3528, 3589, _L16_19),                        # JCB (and RuPay/LankaPay co-brands in it)
+    (4, 4, frozenset({13, 16, 19})),              # Visa, Visa Electron
+    (50, 50, _ALL),                               # Maestro, Dankort 5019, Verve 506099-, RuPay 508
+    (51, 55, frozenset({16})),                    # Mastercard
+    (56, 58, _ALL),                               # Maestro
+    (60, 60, frozenset({16})),                    # RuPay
+    (6011, 6011, _L16_19),                        # Discover
+    (62, 62, _L16_19),                            # UnionPay (and Discover 622126-622925)
+    (636, 636, _L16_19),                          # InterPayment
+    (637, 639, _ALL),                             # InstaPayment 637-639, Maestro 639
+    (644, 649, _L16_19),                          # Discover
+    (65, 65, _L16_19),                            # Discover, RuPay, Verve 650002-650027
+    (67, 67, _ALL),                               # Maestro (6759, 6761-6763, ...)
+    (81, 81, _L16_19),                            # UnionPay, RuPay
+    (82, 82, frozenset({16})),                    # RuPay
+    (8600, 8600, frozenset({16})),                # UzCard
+    (9792, 9792, frozenset({16})),                # Troy
+    (9860, 9860, frozenset({16})),                # Humo
+)
+
+
 def card_issuer_ok(digits: str) -> bool:
-    """Issuer (IIN) prefixes and lengths of the major networks; cuts Luhn's 1-in-10 false hits."""
+    """An issuer range some network publishes, at one of its lengths (cuts Luhn's 1-in-10 false hits)."""
     n = len(digits)
-    p2, p4, p6 = int(digits[:2]), int(digits[:4]), int(digits[:6])
-    if digits[0] == "4":
-        return n in (13, 16, 19)  # Visa
-    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
-        return n == 16  # Mastercard
-    if p2 in (34, 37):
-        return n == 15  # American Express
-    if p4 == 6011 or p2 == 65 or 644 <= int(digits[:3]) <= 649 or 622126 <= p6 <= 622925:
-        return 16 <= n <= 19  # Discover
-    if 3528 <= p4 <= 3589:
-        return 16 <= n <= 19  # JCB
-    if 300 <= int(digits[:3]) <= 305 or p2 in (36, 38, 39) or p4 == 3095:
-        return 14 <= n <= 19  # Diners Club
-    if p2 == 62 or p2 == 81:
-        return 16 <= n <= 19  # UnionPay
-    if p2 in (50, 56, 57, 58, 63, 67) or p4 in (6759, 6761, 6762, 6763):
-        return 12 <= n <= 19  # Maestro
+    for lo, hi, lengths in CARD_RANGES:
+        width = len(str(lo))
+        if lo <= int(digits[:width]) <= hi and n in lengths:
+            return True
     return False
 
 
-def iban_ok(candidate: str) -> bool:
-    code = candidate.replace(" ", "").upper()
-    country = code[:2]
-    expected = _IBAN_LENGTHS.get(country)
-    if expected is not None and len(code) != expected:
+_CARD = re.compile(r"(?<![\w.,-])[0-9](?:[ -]?[0-9]){11,18}(?![\w]|[.,-][0-9])")
+
+
+def card_ok(candidate: str) -> bool:
+    if " " in candidate and "-" in candidate:
         return False
-    if expected is None and not 15 <= len(code) <= 34:
-        return False
-    moved = code[4:] + code[:4]
-    digits = "".join(str(int(ch, 36)) for ch in moved)
-    return int(digits) % 97 == 1
+    digits = candidate.replace(" ", "").replace("-", "")
+    return card_issuer_ok(digits) and luhn_ok(digits)
 
 
-def _ipv6_ok(candidate: str) -> bool:
-    addr = candidate.split("%", 1)[0]
-    if addr.count(":") < 2:
-        return False
-    try:
-        ipaddress.IPv6Address(addr)
-    except ValueError:
-        return False
-    return True
+_IBAN_BEFORE = re.compile(r"\b[A-Z]{2}[0-9]{2}(?:[ -][A-Z0-9]{4})*[ -]$")
 
 
-def _phone_ok(candidate: str) -> bool:
-    digits = sum(ch.isdigit() for ch in candidate)
-    if candidate.startswith("+"):
-        return 8 <= digits <= 15
-    return 9 <= digits <= 12
+def _cards(text: str) -> Iterator[tuple[int, int]]:
+    for m in _CARD.finditer(text):
+        if card_ok(m.group()) and not _IBAN_BEFORE.search(text, max(0, m.start() - 40), m.start()):
+            yield m.span()
 
 
-_VALIDATORS = {
-    "ipv6": _ipv6_ok,
-    "iban": iban_ok,
-    "credit_card": lambda c: (d := c.replace(" ", "").replace("-", "")) is not None
-    and 13 <= len(d) <= 19
-    and card_issuer_ok(d)
-    and luhn_ok(d)
-    and _consistent_separators(c),
-    "phone": _phone_ok,
+# --------------------------------------------------------------------------- the redactor
+
+_FINDERS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
+    "email": _emails, "ipv6": _ipv6s, "ipv4": _ipv4s, "iban": _ibans, "credit_card": _cards,
 }
-_PATTERNS = {
-    "email": _EMAIL,
-    "ipv6": _IPV6,
-    "ipv4": _IPV4,
-    "iban": _IBAN,
-    "credit_card": _CARD,
-    "phone": _PHONE,
-}
-# Cheap gates: a kind is searched for only when its tell-tale character is in the text.
-_NEEDS = {"email": "@", "ipv6": ":", "ipv4": "."}
-
-
-def _consistent_separators(candidate: str) -> bool:
-    return not (" " in candidate and "-" in candidate)
+# Cheap gates: a kind is looked for only when its tell-tale characters are in the text.
+_DIGIT = re.compile(r"[0-9]")
 
 
 class Redactor:
-    """Redacts the chosen kinds, in the fixed order of PII_KINDS, and counts what it replaced."""
+    """Redacts the chosen kinds, in the fixed order of PII_KINDS, and counts what it replaced.
 
-    def __init__(self, kinds: tuple[str, ...] = PII_KINDS):
+    phone_regions / phone_leniency: see phones.py (None = its defaults). phonenumbers
+    is imported here, when "phone" is among the kinds, so a bad region fails before any output."""
+
+    def __init__(self, kinds: tuple[str, ...] = PII_KINDS, phone_regions: tuple[str, ...] | None = None,
+                 phone_leniency: str | None = None):
         self.kinds = tuple(k for k in PII_KINDS if k in kinds)
         self.counts: Counter[str] = Counter()
+        self._finders = dict(_FINDERS)
+        if "phone" in self.kinds:
+            from llmtools.ops.normalize import phones as P
+
+            self._finders["phone"] = P.PhoneFinder(phone_regions or P.DEFAULT_REGIONS,
+                                                   phone_leniency or P.DEFAULT_LENIENCY)
 
     def __call__(self, text: str) -> str:
         has_digit = None
         for kind in self.kinds:
-            need = _NEEDS.get(kind)
-            if need is not None and need not in text:
-                continue
-            if kind != "email":
-                if has_digit is None:
-                    has_digit = _has_digit(text)
-                if not has_digit:
+            if kind == "email":
+                if "@" not in text:
                     continue
-            text = self._sub(kind, text)
+            else:
+                if kind == "ipv6" and ":" not in text:
+                    continue
+                if has_digit is None:
+                    has_digit = _DIGIT.search(text) is not None
+                if not has_digit and not (kind == "ipv6" and "::" in text):
+                    continue
+                if kind == "ipv4" and "." not in text:
+                    continue
+            spans = list(self._finders[kind](text))
+            if spans:
+                text = self._replace(text, spans, PLACEHOLDERS[kind])
+                self.counts[kind] += len(spans)
         return text
 
-    def _sub(self, kind: str, text: str) -> str:
-        pattern = _PATTERNS[kind]
-        if not pattern.search(text):
-            return text
-        placeholder = PLACEHOLDERS[kind]
-        valid = _VALIDATORS.get(kind)
-        hits = 0
-
-        def repl(m: re.Match) -> str:
-            nonlocal hits
-            if valid is not None and not valid(m.group(0)):
-                return m.group(0)
-            hits += 1
-            return placeholder
-
-        out = pattern.sub(repl, text)
-        if hits:
-            self.counts[kind] += hits
-            return out
-        return text
-
-
-_DIGIT = re.compile(r"\d")
-
-
-def _has_digit(text: str) -> bool:
-    return _DIGIT.search(text) is not None
+    @staticmethod
+    def _replace(text: str, spans: list[tuple[int, int]], placeholder: str) -> str:
+        out, pos = [], 0
+        for start, end in spans:
+            out.append(text[pos:start])
+            out.append(placeholder)
+            pos = end
+        out.append(text[pos:])
+        return "".join(out)
 
 
 def parse_kinds(spec: str | None) -> tuple[str, ...]:

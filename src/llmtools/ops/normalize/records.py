@@ -38,6 +38,8 @@ def normalize(
     newlines: str = "keep",
     date_order: str = "mdy",
     pii_kinds: Iterable[str] = PII_KINDS,
+    phone_regions: tuple[str, ...] | None = None,
+    phone_leniency: str | None = None,
 ) -> Iterator[dict]:
     """Yield each record with its text field normalized, or drop it through `on_drop`.
 
@@ -45,7 +47,8 @@ def normalize(
     pass through unchanged. A dropped record is handed to `on_drop(record, reason, **detail)`
     unchanged, as it came in.
     """
-    norm = TextNormalizer(steps, newlines=newlines, date_order=date_order, pii_kinds=pii_kinds)
+    norm = TextNormalizer(steps, newlines=newlines, date_order=date_order, pii_kinds=pii_kinds,
+                          phone_regions=phone_regions, phone_leniency=phone_leniency)
     filters = Filters() if filters is None else filters
     check = filters.check if filters.active else None
     empty_only = filters.only_empty and not explain

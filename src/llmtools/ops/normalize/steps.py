@@ -110,6 +110,8 @@ class TextNormalizer:
         newlines: str = "keep",
         date_order: str = "mdy",
         pii_kinds: Iterable[str] = PII_KINDS,
+        phone_regions: tuple[str, ...] | None = None,
+        phone_leniency: str | None = None,
     ):
         names = list(steps)
         # Always the fixed run order, whatever order the steps were given in; () is no steps.
@@ -122,7 +124,8 @@ class TextNormalizer:
         if "pii" in self.steps:
             from llmtools.ops.normalize.pii import Redactor
 
-            self.redactor = impl["pii"] = Redactor(tuple(pii_kinds))
+            self.redactor = impl["pii"] = Redactor(tuple(pii_kinds), phone_regions=phone_regions,
+                                                   phone_leniency=phone_leniency)
         if {"dates", "currency", "numbers"} & set(self.steps):
             from llmtools.ops.normalize import values as V
 

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmtools.errors import UsageError
-from llmtools.ops import normalize_phones as P
-from llmtools.ops.normalize_pii_v2 import (
+from llmtools.ops.normalize import phones as P
+from llmtools.ops.normalize.pii import (
     CARD_RANGES,
     IBAN_LENGTHS,
     PII_KINDS,
@@ -27,7 +27,7 @@ from llmtools.ops.normalize_pii_v2 import (
     parse_kinds,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "pii"
 sys.path.insert(0, str(ROOT / "benchmarks" / "normalize"))
 import pii_eval  # noqa: E402  (the scorer the benchmark uses)
@@ -147,12 +147,12 @@ def test_kinds_and_counts():
 
 
 def test_regions_and_leniency():
-    assert P.parse_regions(None) == P.DEFAULT_REGIONS
-    assert P.parse_regions("us, gb,US") == ("US", "GB")
-    assert P.parse_regions("default,KE")[-1] == "KE"
-    assert len(P.parse_regions("all")) == len(phonenumbers.SUPPORTED_REGIONS)
+    assert P.parse_phone_regions(None) == P.DEFAULT_REGIONS
+    assert P.parse_phone_regions("us, gb,US") == ("US", "GB")
+    assert P.parse_phone_regions("default,KE")[-1] == "KE"
+    assert len(P.parse_phone_regions("all")) == len(phonenumbers.SUPPORTED_REGIONS)
     with pytest.raises(UsageError, match="XX"):
-        P.parse_regions("US,XX")
+        P.parse_phone_regions("US,XX")
     with pytest.raises(UsageError, match="leniency"):
         P.PhoneFinder(leniency="loose")
     # A national number needs its region; an international one does not.
@@ -185,7 +185,7 @@ def test_region_filter_never_skips_a_region_that_could_hold_the_number():
 def test_phonenumbers_is_imported_only_for_phones():
     code = (
         "import sys\n"
-        "from llmtools.ops.normalize_pii_v2 import Redactor\n"
+        "from llmtools.ops.normalize.pii import Redactor\n"
         "r = Redactor(('email', 'ipv4', 'ipv6', 'iban', 'credit_card'))\n"
         "r('a@b.co 192.0.2.1 +44 20 7946 0958')\n"
         "assert 'phonenumbers' not in sys.modules\n"
@@ -255,3 +255,39 @@ def test_recall_and_precision_on_the_set():
     low = {k: (round(r["recall"], 3), round(r["precision"], 3)) for k, r in results.items()
            if r["recall"] < 0.99 or r["precision"] < 0.99}
     assert not low, json.dumps(low)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _jl(*texts: str) -> str:
+    return "".join(json.dumps({"text": t}) + "\n" for t in texts)
+
+
+def test_cli_phone_options(cli):
+    from llmtools.commands.normalize import PHONE_LENIENCIES
+
+    assert PHONE_LENIENCIES == P.LENIENCIES
+    texts = ("call 09-7625400", "call +972 9-762-5400", "call +1 (555) 123-4567")
+    res = cli(["normalize", "--redact", "phone"], input=_jl(*texts))
+    assert res.exit_code == 0, res.stderr
+    # No plan allots area code 555: a fictional number, kept at the default leniency.
+    assert [r["text"] for r in res.records()] == ["call <PHONE>", "call <PHONE>", "call +1 (555) 123-4567"]
+    res = cli(["normalize", "--redact", "phone", "--phone-regions", "US,GB", "--phone-leniency", "possible"],
+              input=_jl(*texts))
+    assert res.exit_code == 0, res.stderr
+    assert [r["text"] for r in res.records()] == ["call 09-7625400", "call <PHONE>", "call <PHONE>"]
+    res = cli(["normalize", "--steps", "+pii", "--phone-regions", "il"], input=_jl(texts[0]))
+    assert res.records()[0]["text"] == "call <PHONE>"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--phone-regions", "US"], "need phone redaction"),
+    (["--redact", "email", "--phone-leniency", "possible"], "need phone redaction"),
+    (["--redact", "phone", "--phone-regions", "US,Narnia"], "NARNIA"),
+    (["--redact", "phone", "--phone-leniency", "loose"], "loose"),
+])
+def test_cli_phone_option_errors(cli, args, message):
+    res = cli(["normalize", *args], input=_jl("x"))
+    assert res.exit_code == 2
+    assert message in res.stderr

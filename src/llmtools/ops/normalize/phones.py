@@ -80,7 +80,7 @@ _ID_BEFORE = re.compile(
 _CODE_BEFORE = re.compile(r"\b[A-Za-z]{2}[0-9]{2}(?:[ -][A-Za-z0-9]{4})*[ -]$")
 
 
-def parse_regions(spec: str | None) -> tuple[str, ...]:
+def parse_phone_regions(spec: str | None) -> tuple[str, ...]:
     """`US,GB,de` -> ('US', 'GB', 'DE'); None -> DEFAULT_REGIONS; `all` -> every region phonenumbers knows."""
     if spec is None:
         return DEFAULT_REGIONS
