@@ -88,7 +88,9 @@ def run_llmtools(cases: list[dict], redact: str, src: str | None, extra: list[st
                                 for c in cases), encoding="utf-8")
         cmd = [sys.executable, "-m", "llmtools", "normalize", "-q", "--keep-empty", str(path)]
         if redact:
-            cmd[4:4] = ["--redact", redact, *extra]
+            # phone options are refused without phone redaction
+            opts = extra if redact in ("phone", "all") or not any(a.startswith("--phone") for a in extra) else []
+            cmd[4:4] = ["--redact", redact, *opts]
         proc = subprocess.run(cmd, capture_output=True, env=env, timeout=3600)
     if proc.returncode != 0:
         sys.exit(f"llmtools failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
