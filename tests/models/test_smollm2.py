@@ -17,7 +17,11 @@ PARAGRAPH = (
     "learn how to read and write, and many of them enjoy playing outside with their friends."
 )
 QUESTION = [
-    {"role": "system", "content": "You are a helpful assistant."},
+    # Not "You are a helpful assistant.": with it, the Q4_1 model's first answer token is a near
+    # tie ("La" -1.70 vs "The" -1.83 nats on an AVX2 build's batched prompt path, the other way
+    # round token by token), so greedy text depended on which CPU kernels llama.cpp was built
+    # with. Here "The" leads by about 0.4 nats on both paths.
+    {"role": "system", "content": "Answer the question in English."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
 

@@ -343,7 +343,9 @@ def test_smollm2_hf_to_q8_0_keeps_quality_and_answers(cli, tmp_path):
     assert res.exit_code == 0, res.stderr
     rec = res.records()[0]
     assert rec["perplexity"]["before_measured_on"].startswith("F16 GGUF")
-    assert abs(rec["perplexity"]["relative_change"]) < 0.005
+    # Q8_0 is near-lossless, but on 200 tokens the change depends on the CPU kernels llama.cpp
+    # was built with: +0.52% on an AVX2-only build, under 0.5% elsewhere. Q4_K_M costs ~6-8%.
+    assert abs(rec["perplexity"]["relative_change"]) < 0.01
     assert rec["perplexity"]["before"] < 60
     # 576-wide rows are whole Q8_0 blocks: every matrix is Q8_0
     assert set(rec["tensor_types"]["after"]) == {"Q8_0", "F32"}

@@ -245,6 +245,17 @@ class LlamaBackend(Backend):
                 "shorten it or load the model with a larger n_ctx"
             )
 
+    def _forget_prefix(self) -> None:
+        """Evaluate the next prompt from scratch, not from the previous call's cached prefix.
+
+        llama-cpp-python reuses the longest prefix the context already holds and evaluates only
+        the rest, down to the last prompt token alone. A lone token goes through other CPU
+        kernels than a batch, so the last position's logits differ in the last bits, and a
+        seeded sample or a near-tied greedy choice could then depend on what ran before (seen
+        on an AVX2 build: the same prompt and seed gave different text on its second call).
+        Prompt processing is cheap next to decoding, so every call starts clean instead."""
+        self.llm.reset()
+
     def generate(self, prompt: str, params: GenerationParams | None = None) -> Completion:
         params = params or GenerationParams()
         with self._lock:
@@ -252,6 +263,7 @@ class LlamaBackend(Backend):
             if params.max_tokens == 0:  # llama.cpp reads max_tokens=0 as "until the context is full"
                 return Completion("", n_prompt, 0, "length")
             self._check_room(n_prompt, params.max_tokens)
+            self._forget_prefix()
             try:
                 out = self.llm.create_completion(prompt, **self._completion_kwargs(params))
             except ValueError as exc:
@@ -278,6 +290,7 @@ class LlamaBackend(Backend):
             kwargs = {**self._completion_kwargs(params), "stop": None}
             scanner = StopScanner(params.stop)
             finish = "length"
+            self._forget_prefix()
             parts = self.llm.create_completion(prompt, stream=True, **kwargs)
             try:
                 for part in parts:
