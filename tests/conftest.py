@@ -17,6 +17,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_runtest_setup(item):
+    """`@pytest.mark.sysdep("wordnet")`: skip, naming the package and the fix, when a system
+    package from scripts/sysdeps.txt is missing (a failure in CI, below)."""
+    for mark in item.iter_markers("sysdep"):
+        from tests.helpers import sysdeps
+
+        for name in mark.args:
+            sysdeps.require(name)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With LLMTOOLS_NO_SKIP=1 (set by .ci/run), a skipped test is a failed test."""

@@ -62,6 +62,7 @@ def test_watch_alert_exit_codes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sysdep("wordnet", "curl")
 def test_lifecycle_demo_fast_variant(tmp_path):
     """The documented shortened demo (FAST=1) end to end, so the demo cannot rot."""
     out = tmp_path / "demo"

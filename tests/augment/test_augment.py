@@ -29,6 +29,7 @@ def wordnet_aug():
     return WordNetAugmenter()
 
 
+@pytest.mark.sysdep("wordnet")
 def test_wordnet_is_found_from_the_system_dictionary(wordnet_aug):
     # CI installs Debian's wordnet-base; NLTK has no data of its own there.
     assert wordnet_aug.wn.synsets("dog", "n")
@@ -36,6 +37,7 @@ def test_wordnet_is_found_from_the_system_dictionary(wordnet_aug):
     assert syns and "happy" not in syns and all(" " not in s for s in syns)
 
 
+@pytest.mark.sysdep("wordnet")
 def test_prepare_system_wordnet_writes_lexnames(tmp_path):
     from llmtools.ops.augment.wordnet import SYSTEM_WORDNET_DIRS, prepare_system_wordnet
 
@@ -62,6 +64,7 @@ def test_missing_wordnet_exits_4_with_install_commands(cli, monkeypatch, tmp_pat
     assert "apt-get install wordnet-base wordnet-sense-index" in result.stderr
 
 
+@pytest.mark.sysdep("wordnet")
 def test_synonym_keeps_stop_words_placeholders_and_layout(wordnet_aug):
     text = "The package is damaged.\n\nEmail <EMAIL> or call <PHONE> about the broken kettle."
     for seed in range(20):
@@ -71,17 +74,20 @@ def test_synonym_keeps_stop_words_placeholders_and_layout(wordnet_aug):
         assert changed >= 1 and out != text
 
 
+@pytest.mark.sysdep("wordnet")
 def test_pos_inference_uses_context(wordnet_aug):
     assert wordnet_aug.infer_pos(["the", "run"], 1) == "n"
     assert wordnet_aug.infer_pos(["to", "run"], 1) == "v"
     assert wordnet_aug.infer_pos(["quickly"], 0) == "r"
 
 
+@pytest.mark.sysdep("wordnet")
 def test_inflected_plural_noun_gets_plural_synonym(wordnet_aug):
     syns = wordnet_aug.synonyms("cars", "n")
     assert syns and all(s.endswith("s") for s in syns)
 
 
+@pytest.mark.sysdep("wordnet")
 def test_eda_operations(wordnet_aug):
     text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
     swapped, n = wordnet_aug.random_swap(text, random.Random(1), 0.1)
@@ -95,6 +101,7 @@ def test_eda_operations(wordnet_aug):
     assert n >= 1 and len(inserted.split()) > 6
 
 
+@pytest.mark.sysdep("wordnet")
 def test_records_carry_provenance_and_copy_labels(cli):
     result = cli(["augment", "--method", "synonym,eda", "-n", "2", "--seed", "7"], input=INPUT)
     assert result.exit_code == 0, result.stderr
@@ -115,12 +122,14 @@ def test_records_carry_provenance_and_copy_labels(cli):
     assert order == sorted(order, key=["a", "b", "<stdin>:3"].index)
 
 
+@pytest.mark.sysdep("wordnet")
 def test_no_keep_original(cli):
     result = cli(["augment", "--method", "eda", "--no-keep-original", "--seed", "1"], input=INPUT)
     assert result.exit_code == 0
     assert all("augmentation" in r for r in result.records())
 
 
+@pytest.mark.sysdep("wordnet")
 def test_deterministic_for_a_seed_and_different_across_seeds(cli):
     args = ["augment", "--method", "synonym,eda", "-n", "3"]
     a = cli(args + ["--seed", "1"], input=INPUT).stdout
@@ -129,12 +138,14 @@ def test_deterministic_for_a_seed_and_different_across_seeds(cli):
     assert a == b and a != c
 
 
+@pytest.mark.sysdep("wordnet")
 def test_seed_is_independent_of_other_methods(cli):
     only = cli(["augment", "--method", "eda", "--seed", "3", "--no-keep-original"], input=INPUT).records()
     both = cli(["augment", "--method", "synonym,eda", "--seed", "3", "--no-keep-original"], input=INPUT).records()
     assert [r["text"] for r in only] == [r["text"] for r in both if r["augmentation"]["method"] == "eda"]
 
 
+@pytest.mark.sysdep("wordnet")
 def test_guard_drops_identical_and_out_of_range(tmp_path, cli):
     cfg = AugmentConfig(min_similarity=0.5, max_similarity=0.95)
     guard = Guard(cfg)
@@ -167,6 +178,7 @@ def test_clean_llm_output():
     assert clean_llm_output("  plain  ") == "plain"
 
 
+@pytest.mark.sysdep("wordnet")
 def test_malformed_input(cli, tmp_path):
     bad = INPUT + "not json\n" + '{"text": 3}\n'
     assert cli(["augment", "--method", "eda"], input=bad).exit_code == 3

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from tests.helpers import sysdeps
 
 pytestmark = pytest.mark.redis
 
@@ -27,7 +28,7 @@ def _free_port() -> int:
 @pytest.fixture
 def redis_url(tmp_path):
     if not os.path.exists(REDIS):
-        pytest.skip("redis-server binary not found (apt-get install redis-server)")
+        sysdeps.require("redis")
     port = _free_port()
     proc = subprocess.Popen(
         [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],

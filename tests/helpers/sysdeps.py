@@ -32,10 +32,8 @@ def _present(check: str) -> bool:
     if check == "wordnet":
         from llmtools.errors import MissingDependency
 
-        try:
-            from llmtools.ops.augment.wordnet import load_wordnet
-        except ImportError:  # the module's home before the ops/ packages
-            from llmtools.ops.augment_wordnet import load_wordnet  # type: ignore[no-redef]
+        from llmtools.ops.augment.wordnet import load_wordnet
+
         try:
             load_wordnet()
         except MissingDependency:

@@ -155,9 +155,9 @@ def test_openai_client_chat_stream_completions_models_embeddings(tiny_model_dir,
 
 
 @pytest.mark.slow
+@pytest.mark.sysdep("curl")
 def test_curl_chat_auth_and_errors(tiny_model_dir, server_factory, tmp_path):
     curl = shutil.which("curl")
-    assert curl, "curl is needed (apt-get install curl)"
     srv = server_factory(tiny_model_dir, "--api-key", "k1", "--max-body", "2k")
     url = srv.wait_ready()
 
