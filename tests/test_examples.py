@@ -61,6 +61,29 @@ def test_watch_alert_exit_codes(tmp_path):
     assert "p95_latency_ms" in bad.stdout
 
 
+def _readme_demo_block() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("== llmtools lifecycle demo: summary")
+    return readme[start:readme.index("```", start)]
+
+
+def _unchanged_by_fast(summary: str) -> list[str]:
+    """The summary's parts that FAST=1 (fewer steps, a smaller held-out set) leaves alone: the
+    counts up to the training split, what normalize removed, and what dedup removed."""
+    lines = summary.splitlines()
+    data = next(line for line in lines if line.startswith("data "))
+    normalize = next(line for line in lines if line.startswith("removed   normalize:"))
+    dedup = next(line for line in lines if line.strip().startswith("dedup:"))
+    return [" ".join(data.split(" -> train")[0].split()), " ".join(normalize.split()),
+            " ".join(dedup.split(";")[0].split())]
+
+
+def test_readme_demo_block_has_the_lines_the_fast_demo_checks():
+    parts = _unchanged_by_fast(_readme_demo_block())
+    assert parts[0].startswith("data raw 772 lines -> clean") and "unique" in parts[0]
+    assert parts[2].startswith("dedup: duplicate")
+
+
 @pytest.mark.slow
 @pytest.mark.sysdep("wordnet", "curl")
 def test_lifecycle_demo_fast_variant(tmp_path):
@@ -74,5 +97,7 @@ def test_lifecycle_demo_fast_variant(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "SUMMARY.txt").read_text()
     assert "lineage: OK" in summary
+    # The README shows a real full run; the data lines do not depend on FAST, so they must match.
+    assert _unchanged_by_fast(summary) == _unchanged_by_fast(_readme_demo_block())
     report = json.loads((out / "quant-report.json").read_text())
     assert report["type"].lower() == "q4_k_m" or "q4_k" in json.dumps(report).lower()
