@@ -124,3 +124,40 @@ def test_redis_unreachable_is_runtime_failure(cli):
     port = _free_port()
     res = cli(["dedup", "--index", f"redis://127.0.0.1:{port}/0"], input='{"text": "x"}\n')
     assert res.exit_code == 1 and "cannot connect" in res.stderr
+
+
+def test_redis_index_records_bands_and_checks_them(cli, redis_url):
+    import redis
+
+    url = redis_url + "?name=bands"
+    text = '{"id": "a", "text": "one two three four five six seven eight"}\n'
+    first = cli(["dedup", "--index", url, "--id-field", "id", "-v"], input=text)
+    assert first.exit_code == 0 and "lsh bands=16x6" in first.stderr, first.stderr
+    client = redis.Redis.from_url(redis_url)
+    assert json.loads(client.get(b"llmtools:dedup:bands:config"))["bands"] == [16, 6]
+    # asking for other bands on this index is refused, naming the index's bands
+    other = cli(["dedup", "--index", url, "--bands", "9x13"], input=text)
+    assert other.exit_code == 2 and "built with 16x6" in other.stderr and "--bands 16x6" in other.stderr
+    again = cli(["dedup", "--index", url, "--id-field", "id", "--rejects", "/dev/null"], input=text.replace('"a"', '"b"'))
+    assert again.exit_code == 0 and again.records() == []
+
+
+def test_redis_index_without_recorded_bands_keeps_its_old_bands(cli, redis_url):
+    """An index made before bands were recorded was banded 9x13 (at 0.8, 128 perms): a run at
+    the defaults uses those bands and says so; one asking for bands is a usage error."""
+    import redis
+
+    url = redis_url + "?name=legacy"
+    text = '{"id": "a", "text": "one two three four five six seven eight"}\n'
+    made = cli(["dedup", "--index", url, "--id-field", "id", "--bands", "9x13"], input=text)
+    assert made.exit_code == 0, made.stderr
+    client = redis.Redis.from_url(redis_url)
+    config = json.loads(client.get(b"llmtools:dedup:legacy:config"))
+    del config["bands"]
+    client.set(b"llmtools:dedup:legacy:config", json.dumps(config, sort_keys=True))
+    res = cli(["dedup", "--index", url, "--id-field", "id", "-v", "--rejects", "/dev/null"], input=text.replace('"a"', '"b"'))
+    assert res.exit_code == 0, res.stderr
+    assert res.records() == []  # found through the index's own 9x13 bands
+    assert "using the index's 9x13 LSH bands" in res.stderr and "lsh bands=9x13" in res.stderr
+    asked = cli(["dedup", "--index", url, "--recall-target", "0.999"], input=text)
+    assert asked.exit_code == 2 and "built with 9x13" in asked.stderr

@@ -1,10 +1,12 @@
 """Exact and near-duplicate removal, and decontamination against reference sets.
 
 `dedup(records, opts, record_id=..., on_drop=...)` yields the records to keep, in input order.
-Near-duplicates are found with datasketch's MinHashLSH over MinHash signatures computed in
-batches (see minhash.py); references given with `against` are checked with MinHashLSH
-(Jaccard) or MinHashLSHEnsemble (containment) and verified exactly. Where the kept set lives
-(memory, an .npz file, Redis) is index.py's business.
+Near-duplicates are found with LSH bands over datasketch MinHash signatures computed in
+batches (see minhash.py): the bands are chosen for recall (a pair at the threshold is a
+candidate with probability >= `recall_target`, see `minhash.recall_bands`) and every candidate
+is verified on its full signature (or exactly, with `verify`). References given with `against`
+are checked with the same bands (Jaccard) or datasketch's MinHashLSHEnsemble (containment) and
+verified exactly. Where the kept set lives (memory, an .npz file, Redis) is index.py's business.
 """
 
 from __future__ import annotations
@@ -45,10 +47,22 @@ class DedupOptions:
     index: str | None = None
     jobs: int = 1
     chunk: int = CHUNK
+    recall_target: float = 0.99  # P(candidate | J = threshold) the LSH bands are chosen for
+    bands: tuple[int, int] | None = None  # explicit (bands, rows); None: chosen by recall_target
 
     @property
     def n(self) -> int:
         return self.ngram if self.ngram is not None else 5
+
+    def lsh_bands(self, threshold: float | None = None) -> tuple[int, int]:
+        """(bands, rows) for `threshold` (default: --threshold): the explicit `bands`, else the
+        fewest, longest bands that make a pair at the threshold a candidate with probability
+        >= recall_target."""
+        if self.bands is not None:
+            return self.bands
+        from llmtools.ops.dedup.minhash import recall_bands
+
+        return recall_bands(self.threshold if threshold is None else threshold, self.num_perm, self.recall_target)
 
     def header(self) -> dict:
         """The settings an index depends on: reusing it with others would silently be wrong."""
@@ -69,6 +83,7 @@ class DedupStats:
     unchecked: int = 0
     index_before: int = 0
     index_after: int = 0
+    bands: str | None = None  # "16x6, P(candidate | J=0.8) = 0.992"
     clusters: Counter = field(default_factory=Counter)
 
     def largest(self, n: int = 5) -> list[tuple[Any, int]]:
@@ -83,6 +98,8 @@ class DedupStats:
         if opts.index:
             rows["index before"] = self.index_before
             rows["index after"] = self.index_after
+        if self.bands:
+            rows["lsh bands"] = self.bands
         largest = self.largest()
         rows["largest clusters"] = ", ".join(f"{k} ({n})" for k, n in largest) if largest else "none"
         return rows
@@ -190,12 +207,11 @@ class References:
             self.lsh = MinHashLSHEnsemble(threshold=self.containment, num_perm=shingler.num_perm, num_part=8)
             self.lsh.index([(k, shingler.minhash(sig[k]), len(self.sets[k])) for k in range(len(texts))])
         else:
-            from llmtools.ops.dedup.minhash import new_lsh
+            from llmtools.ops.dedup.bands import BandTable
 
-            self.lsh = new_lsh(self.threshold, shingler.num_perm)
-            with self.lsh.insertion_session() as session:
-                for k in range(len(texts)):
-                    session.insert(k, shingler.minhash(sig[k]), check_duplication=False)
+            self.bands = opts.lsh_bands(self.threshold)
+            self.table = BandTable(shingler.num_perm, *self.bands)
+            self.table.insert_many(sig, 0)
 
     def _windows(self, h: Any) -> list[Any]:
         w = self.opts.window
@@ -207,15 +223,20 @@ class References:
             starts.append(len(h) - w)
         return [h[s : s + w] for s in starts]
 
-    def check(self, shingles: Any, signature: Any) -> tuple[Any, float] | None:
+    def band_keys(self, sigs: Any) -> list[Any]:
+        """Band keys of a batch's signatures for `check` (Jaccard references only)."""
+        return self.table.keys(sigs) if self.containment is None else [None] * len(sigs)
+
+    def check(self, shingles: Any, signature: Any, keys: list[int] | None = None) -> tuple[Any, float] | None:
         """The best reference the record overlaps at or above the threshold, with the overlap."""
         np = self.np
         best: tuple[float, int] | None = None
         if self.containment is None:
-            query = np.unique(shingles)
             from llmtools.ops.dedup.index import exact_jaccard
 
-            for k in self.lsh.query(self.sh.minhash(signature)):
+            cands = self.table.query(keys if keys is not None else self.table.keys(signature[None, :])[0])
+            query = np.unique(shingles) if cands else None
+            for k in cands:
                 sim = exact_jaccard(query, self.sets[k])
                 if sim >= self.threshold and (best is None or (sim, -k) > (best[0], -best[1])):
                     best = (sim, k)
@@ -260,8 +281,15 @@ class Deduper:
             raise UsageError("--threshold must be in (0, 1]")
         if opts.containment is not None and not 0.0 < opts.containment <= 1.0:
             raise UsageError("--containment must be in (0, 1]")
+        if not 0.0 < opts.recall_target < 1.0:
+            raise UsageError("--recall-target must be in (0, 1)")
+        if opts.bands is not None:
+            b, r = opts.bands
+            if b < 1 or r < 1 or b * r > opts.num_perm:
+                raise UsageError(f"--bands {b}x{r} needs {b * r} signature rows; --num-perm is {opts.num_perm}")
         self.opts = opts
         self.stats = DedupStats()
+        self.notes: list[str] = []  # for people (the command prints them as warnings)
         self.shingler = None
         self.store = None
         self.pool = None
@@ -278,17 +306,32 @@ class Deduper:
 
         opts = self.opts
         target = opts.index
+        near = opts.mode != "exact"
+        bands = opts.lsh_bands() if near else None
+        header = dict(opts.header(), bands=list(bands)) if near else opts.header()
         if target and target.startswith(("redis://", "rediss://")):
-            client, config, base = di.open_redis(target, opts.header())
-            index = di.RedisExactIndex(client, base) if opts.mode == "exact" else di.RedisNearIndex(self.shingler, opts.threshold, client, base, config)
+            explicit = opts.bands is not None or opts.recall_target != DedupOptions.recall_target
+            client, config, base, bands, note = di.open_redis(target, opts.header(), bands, explicit)
+            if note:
+                self.notes.append(note)
+            index = di.RedisNearIndex(self.shingler, opts.threshold, client, base, config, bands) if near else di.RedisExactIndex(client, base)
             self.stats.index_before = len(index)
+            self._describe(bands)
             return index
-        index = di.ExactIndex() if opts.mode == "exact" else di.NearIndex(self.shingler, opts.threshold, verify=opts.verify)
+        index = di.NearIndex(self.shingler, opts.threshold, verify=opts.verify, bands=bands) if near else di.ExactIndex()
+        self._describe(bands)
         if target:
-            self.store = di.FileStore(target, opts.header())
+            self.store = di.FileStore(target, header)
             self.store.lock()
             self.stats.index_before = self.store.load(index)
         return index
+
+    def _describe(self, bands: tuple[int, int] | None) -> None:
+        if bands:
+            from llmtools.ops.dedup.minhash import candidate_probability
+
+            t = self.opts.threshold
+            self.stats.bands = f"{bands[0]}x{bands[1]} (P(candidate | J={t:g}) = {candidate_probability(t, *bands):.3f})"
 
     def close(self, ok: bool) -> None:
         """Save a file index (only after a successful run) and release everything."""
@@ -350,6 +393,11 @@ class Deduper:
             self._attach(live, sigs, sh)
         return items
 
+    def np_stack(self, rows: list[Any]) -> Any:
+        import numpy as np
+
+        return np.stack(rows)
+
     def np_split(self, h: Any, starts: Any) -> list[Any]:
         import numpy as np
 
@@ -366,9 +414,12 @@ class Deduper:
     def _check_refs(self, items: list[_Item]) -> None:
         if self.refs is None:
             return
-        for it in items:
-            if it.text is not None:
-                it.contaminated = self.refs.check(it.shingles, it.sig)
+        live = [it for it in items if it.text is not None]
+        if not live:
+            return
+        keys = self.refs.band_keys(self.np_stack([it.sig for it in live]))
+        for it, k in zip(live, keys):
+            it.contaminated = self.refs.check(it.shingles, it.sig, k)
 
     def _claim(self, items: list[_Item]) -> None:
         todo = [it for it in items if it.text is not None and it.contaminated is None]

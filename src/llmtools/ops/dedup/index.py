@@ -97,19 +97,22 @@ class RedisExactIndex:
 
 
 class NearIndex:
-    """MinHash signatures in a datasketch MinHashLSH (dict storage) plus a compact signature
-    matrix for the similarity estimate; optional shingle sets for exact verification."""
+    """MinHash signatures in LSH bands (bands.BandTable) plus a compact signature matrix: a
+    candidate is accepted when the Jaccard estimated from the two full signatures reaches the
+    threshold (or, with `verify`, the exact Jaccard of stored shingle sets)."""
 
-    def __init__(self, shingler: Any, threshold: float, verify: bool = False, lsh: Any = None) -> None:
+    def __init__(self, shingler: Any, threshold: float, verify: bool = False, bands: tuple[int, int] | None = None) -> None:
         import numpy as np
 
-        from llmtools.ops.dedup.minhash import new_lsh
+        from llmtools.ops.dedup.bands import BandTable
+        from llmtools.ops.dedup.minhash import recall_bands
 
         self.np = np
         self.sh = shingler
         self.threshold = threshold
         self.verify = verify
-        self.lsh = lsh if lsh is not None else new_lsh(threshold, shingler.num_perm)
+        self.bands = tuple(bands) if bands else recall_bands(threshold, shingler.num_perm)
+        self.table = BandTable(shingler.num_perm, *self.bands)
         self.sigs = np.empty((1024, shingler.num_perm), dtype=np.uint32)
         self.ids: list[Any] = []
         self.sets: dict[int, Any] = {}
@@ -117,7 +120,7 @@ class NearIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _add(self, sig: Any, rec_id: Any, shingles: Any = None, mh: Any = None) -> None:
+    def _add(self, sig: Any, rec_id: Any, shingles: Any, keys: list[int]) -> None:
         key = len(self.ids)
         if key == len(self.sigs):
             self.sigs = self.np.concatenate([self.sigs, self.np.empty_like(self.sigs)])
@@ -125,13 +128,7 @@ class NearIndex:
         self.ids.append(rec_id)
         if self.verify and shingles is not None:
             self.sets[key] = self.np.unique(shingles)
-        self.lsh.insert(key, mh if mh is not None else self.sh.minhash(sig), check_duplication=False)
-
-    def best(self, sig: Any, shingles: Any, mh: Any) -> tuple[Any, float] | None:
-        cands = self.lsh.query(mh)
-        if not cands:
-            return None
-        return self._pick(cands, self.sigs[cands], sig, shingles, lambda k: self.ids[k], self.sets.get)
+        self.table.insert(keys, key)
 
     def _pick(self, cands: list, cand_sigs: Any, sig: Any, shingles: Any, id_of: Any, set_of: Any) -> tuple[Any, float] | None:
         np = self.np
@@ -154,16 +151,20 @@ class NearIndex:
         return None
 
     def claim(self, items: Sequence[tuple[Any, Any, Any]]) -> list[tuple[Any, float] | None]:
-        out = []
-        for sig, rec_id, shingles in items:
-            mh = self.sh.minhash(sig)
-            hit = self.best(sig, shingles, mh)
+        if not items:
+            return []
+        out: list[tuple[Any, float] | None] = []
+        table, ids = self.table, self.ids
+        for (sig, rec_id, shingles), keys in zip(items, table.keys(self.np.stack([it[0] for it in items]))):
+            cands = table.query(keys)
+            hit = self._pick(cands, self.sigs[cands], sig, shingles, ids.__getitem__, self.sets.get) if cands else None
             if hit is None:
-                self._add(sig, rec_id, shingles, mh)
+                self._add(sig, rec_id, shingles, keys)
             out.append(hit)
         return out
 
-    # -- persistence (signatures and ids only: the LSH is rebuilt on load)
+    # -- persistence (signatures and ids only: the bands are rebuilt on load, with this run's
+    # (bands, rows), so an index saved under other bands is re-banded, never misread)
     def arrays(self) -> dict[str, Any]:
         return {"signatures": self.sigs[: len(self.ids)], **_pack_ids(self.ids)}
 
@@ -177,13 +178,14 @@ class NearIndex:
         if not len(self.sigs):
             self.sigs = np.empty((1024, self.sh.num_perm), dtype=np.uint32)
         self.ids = ids
-        with self.lsh.insertion_session() as session:
-            for key in range(len(ids)):
-                session.insert(key, self.sh.minhash(self.sigs[key]), check_duplication=False)
+        for lo in range(0, len(ids), 65536):
+            self.table.insert_many(self.sigs[lo : min(lo + 65536, len(ids))], lo)
 
 
 class RedisNearIndex(NearIndex):
-    """A MinHashLSH in Redis (datasketch storage, bytes keys, no pickling) shared by workers.
+    """A MinHashLSH in Redis (datasketch storage, bytes keys, no pickling) shared by workers,
+    with the (bands, rows) recorded in the index's settings; signatures are stored beside it,
+    so candidates are verified on their full signatures as in memory.
 
     Query-then-insert must be atomic across processes, or two workers that meet two copies of
     one document at the same time would both keep theirs. Each batch therefore runs under a
@@ -191,12 +193,12 @@ class RedisNearIndex(NearIndex):
     Lock); signatures are computed outside it, so only the index lookups are serialised.
     """
 
-    def __init__(self, shingler: Any, threshold: float, client: Any, basename: bytes, config: dict) -> None:
+    def __init__(self, shingler: Any, threshold: float, client: Any, basename: bytes, config: dict, bands: tuple[int, int]) -> None:
         from llmtools.ops.dedup.minhash import new_lsh
 
+        super().__init__(shingler, threshold, verify=False, bands=bands)
         storage = {"type": "redis", "basename": basename, "redis": config}
-        lsh = new_lsh(threshold, shingler.num_perm, storage_config=storage, prepickle=False)
-        super().__init__(shingler, threshold, verify=False, lsh=lsh)
+        self.lsh = new_lsh(threshold, shingler.num_perm, params=self.bands, storage_config=storage, prepickle=False)
         self.r = client
         self.base = basename
         self.sig_key = basename + b":sig"
@@ -299,7 +301,9 @@ class FileStore:
                     raise BadInputError(f"{self.path}: not a dedup index")
                 if header.get("version") != VERSION:
                     raise BadInputError(f"{self.path}: index version {header.get('version')} is not supported")
-                mismatch = {k: (header.get(k), v) for k, v in self.header.items() if k not in ("format", "version", "count") and header.get(k) != v}
+                # The bands are recorded but not compared: they are rebuilt on load (re-banding).
+                mismatch = {k: (header.get(k), v) for k, v in self.header.items()
+                            if k not in ("format", "version", "count", "bands") and header.get(k) != v}
                 if mismatch:
                     detail = ", ".join(f"{k}: index has {a!r}, run has {b!r}" for k, (a, b) in mismatch.items())
                     raise UsageError(f"{self.path}: index was built with other settings ({detail})")
@@ -347,19 +351,42 @@ def redis_target(url: str) -> tuple[dict, bytes]:
     return config, f"llmtools:dedup:{name}".encode()
 
 
-def open_redis(url: str, header: dict) -> tuple[Any, dict, bytes]:
-    """Connect, and check (or record, first come) the settings the shared index was built with."""
+def open_redis(url: str, header: dict, bands: tuple[int, int] | None = None, explicit: bool = False) -> tuple[Any, dict, bytes, tuple[int, int] | None, str | None]:
+    """Connect, and check (or record, first come) the settings the shared index was built with.
+
+    A near index's LSH lives in Redis, so its (bands, rows) cannot change under it: they are
+    part of the recorded settings. An index recorded without them was built before they were
+    (datasketch's `lsh_params` bands). When the run's bands differ from the index's, a run that
+    asked for bands (--bands, --recall-target) is refused; otherwise the index's bands are used
+    and the returned note says so. Returns (client, redis kwargs, key prefix, bands, note)."""
     from llmtools.errors import require
 
     redis = require("redis", "redis", purpose="--index redis://")
     config, base = redis_target(url)
     client = redis.Redis(**config)
+    wanted = dict(header, bands=list(bands)) if bands else header
     try:
-        client.set(base + b":config", json.dumps(header, sort_keys=True), nx=True)
+        client.set(base + b":config", json.dumps(wanted, sort_keys=True), nx=True)
         stored = json.loads(client.get(base + b":config"))
     except redis.exceptions.ConnectionError as exc:
         raise RuntimeFailure(f"--index {url}: cannot connect to redis: {exc}") from None
-    if stored != header:
+    if {k: v for k, v in stored.items() if k != "bands"} != header:
         diff = ", ".join(f"{k}: index has {stored.get(k)!r}, run has {v!r}" for k, v in header.items() if stored.get(k) != v)
         raise UsageError(f"--index {url}: index was built with other settings ({diff})")
-    return client, config, base
+    if not bands:
+        return client, config, base, None, None
+    from llmtools.ops.dedup.minhash import lsh_params
+
+    have = tuple(stored["bands"]) if "bands" in stored else lsh_params(header["threshold"], header["num_perm"])
+    if have == tuple(bands):
+        return client, config, base, have, None
+    b, r = have
+    if explicit:
+        raise UsageError(f"--index {url}: index was built with {b}x{r} LSH bands, the run asks for "
+                         f"{bands[0]}x{bands[1]}: pass --bands {b}x{r}, or start a new index (?name=...)")
+    from llmtools.ops.dedup.minhash import candidate_probability
+
+    note = (f"--index {url}: using the index's {b}x{r} LSH bands (P(candidate | J={header['threshold']}) = "
+            f"{candidate_probability(header['threshold'], b, r):.3f}); a new index (?name=...) gets "
+            f"{bands[0]}x{bands[1]} ({candidate_probability(header['threshold'], *bands):.3f})")
+    return client, config, base, have, note

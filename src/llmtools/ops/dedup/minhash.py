@@ -124,10 +124,77 @@ def lsh_params(threshold: float, num_perm: int, weights: tuple[float, float] = (
     return opt
 
 
-def new_lsh(threshold: float, num_perm: int, **kwargs: Any) -> Any:
-    """A datasketch MinHashLSH for `threshold`, with its bands from `lsh_params` (so neither
-    the import nor the constructor needs scipy)."""
-    return import_datasketch().MinHashLSH(num_perm=num_perm, params=lsh_params(threshold, num_perm), **kwargs)
+def candidate_probability(j: float, bands: int, rows: int) -> float:
+    """P(a pair at Jaccard j shares at least one band): 1 - (1 - j**rows)**bands."""
+    return 1.0 - (1.0 - j**rows) ** bands
+
+
+def recall_bands(threshold: float, num_perm: int, target: float = 0.99) -> tuple[int, int]:
+    """(bands, rows) under which a pair at exactly `threshold` is an LSH candidate with
+    probability >= `target`, using at most `num_perm` signature rows.
+
+    Among the choices that reach the target it takes the longest bands (largest `rows`, then the
+    fewest bands that reach the target): the steepest curve, so the fewest candidates below the
+    threshold to verify, and no more bands than needed (each costs memory and a lookup per
+    document). For 0.8 and 128 permutations: 16 bands of 6 rows, P = 0.992 at J = 0.8 (datasketch's
+    "least FP + FN area" choice, 9 x 13, gives 0.40 there and 0.85 at J = 0.88). When no choice
+    reaches the target (a very low threshold), every row is its own band: the most recall there is."""
+    import math
+
+    if not 0.0 < target < 1.0:
+        raise ValueError("recall target must be in (0, 1)")
+    for rows in range(num_perm, 0, -1):
+        p = threshold**rows
+        if p >= 1.0:
+            return 1, rows
+        if p <= 0.0:
+            continue
+        bands = max(1, math.ceil(math.log1p(-target) / math.log1p(-p)))
+        # the float ceiling can land one short of the target: step up until it holds
+        while bands * rows <= num_perm and candidate_probability(threshold, bands, rows) < target:
+            bands += 1
+        if bands * rows <= num_perm:
+            return bands, rows
+    return num_perm, 1
+
+
+def accept_probability(j: float, threshold: float, num_perm: int, bands: int, rows: int) -> float:
+    """P(a pair at Jaccard j is found) when a candidate is accepted on its signature estimate:
+    some band of `rows` rows matches in full AND at least ceil(threshold * num_perm) of the
+    `num_perm` positions match. Each position matches independently with probability j (the
+    MinHash model), so this is exact under it: a dynamic programme over bands, carrying the
+    number of matching positions and whether a band has matched in full yet."""
+    import math
+
+    need = math.ceil(threshold * num_perm - 1e-9)
+    # dist[full][k]: probability that k positions match so far, with (full=1) or without a full band
+    dist = [[0.0] * (num_perm + 1), [0.0] * (num_perm + 1)]
+    dist[0][0] = 1.0
+    band = [math.comb(rows, k) * j**k * (1 - j) ** (rows - k) for k in range(rows + 1)]
+    for _ in range(bands):
+        nxt = [[0.0] * (num_perm + 1), [0.0] * (num_perm + 1)]
+        for full in (0, 1):
+            for k, pk in enumerate(dist[full]):
+                if pk:
+                    for m, pm in enumerate(band):
+                        nxt[1 if (full or m == rows) else 0][k + m] += pk * pm
+        dist = nxt
+    rest = num_perm - bands * rows
+    tail = [math.comb(rest, k) * j**k * (1 - j) ** (rest - k) for k in range(rest + 1)]
+    return sum(pk * pm for k, pk in enumerate(dist[1]) if pk for m, pm in enumerate(tail) if k + m >= need)
+
+
+def estimate_error(j: float, num_perm: int) -> float:
+    """Standard error of the MinHash Jaccard estimate: sqrt(j (1 - j) / num_perm) (0.035 at
+    j = 0.8 with 128 permutations)."""
+    return (j * (1 - j) / num_perm) ** 0.5
+
+
+def new_lsh(threshold: float, num_perm: int, params: tuple[int, int] | None = None, **kwargs: Any) -> Any:
+    """A datasketch MinHashLSH for `threshold` with `params` (bands, rows), by default
+    `lsh_params`' choice (so neither the import nor the constructor needs scipy)."""
+    params = params or lsh_params(threshold, num_perm)
+    return import_datasketch().MinHashLSH(num_perm=num_perm, params=params, **kwargs)
 
 
 def _splitmix(n: int) -> list[int]:
