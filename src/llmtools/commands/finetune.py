@@ -39,7 +39,7 @@ from llmtools.ops.finetune import FORMATS
 SETTING_KEYS = (
     "format", "loss_on", "method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs",
     "max_steps", "batch_size", "grad_accum", "warmup_steps", "warmup_ratio", "scheduler", "weight_decay",
-    "max_grad_norm", "max_seq_len", "packing", "seed", "distill_weight", "distill_temperature", "log_every",
+    "max_grad_norm", "max_seq_len", "packing", "padding_free", "seed", "distill_weight", "distill_temperature", "log_every",
     "eval_every", "save_every", "keep_checkpoints", "adapter_only", "gradient_checkpointing", "device",
 )
 
@@ -115,6 +115,9 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--max-grad-norm", type=float, default=1.0, help="Clip the gradient norm to this (0: no clipping).")
 @click.option("--max-seq-len", type=int, default=None, show_default="min(1024, model context)", help="Longest sequence; longer records are cut on the right.")
 @click.option("--packing", is_flag=True, help="Pack several records per sequence (whole records, no attention across them).")
+@click.option("--padding-free/--padded", "padding_free", default=True, show_default=True,
+              help="Lay each micro-batch's sequences end to end with no pad tokens, attention running per record "
+                   "(sdpa models); --padded pads them to the longest.")
 @click.option("--seed", type=int, default=42, help="Seed for initialisation, data order, dropout and the eval split.")
 @click.option("--adapter-only", is_flag=True, help="Write only the LoRA adapter (plus tokenizer), not a merged model.")
 @click.option("--teacher", metavar="MODEL", default=None, help="Distil from this model's logits (it must share the tokenizer).")

@@ -3,7 +3,8 @@
     finetune(job, Settings(...), Fields(...), output) -> final record (rank 0)
 
 The modules: settings (every hyperparameter), dataset (record shapes, validation, tokenizing,
-packing, the eval split, the batch schedule), training (the loop, losses, evaluation, export),
+packing, the eval split, the batch schedule), training (the loop, evaluation, export), losses (cross-entropy and
+distillation with logits only at target positions),
 checkpoints (the work directory, checkpoints and publishing the model), distributed (DDP under
 torchrun / accelerate), run (one command run: input, sharing it between ranks, the manifest).
 torch, transformers and peft are imported only by the functions that train.
@@ -15,9 +16,10 @@ from llmtools.ops.finetune.dataset import FORMATS, Fields, RecordValidator, toke
 from llmtools.ops.finetune.distributed import Dist
 from llmtools.ops.finetune.run import finetune, read_inputs
 from llmtools.ops.finetune.settings import Settings
-from llmtools.ops.finetune.training import evaluate, forward, token_losses, train
+from llmtools.ops.finetune.losses import target_losses, token_losses
+from llmtools.ops.finetune.training import evaluate, forward, train
 
 __all__ = [
     "FORMATS", "Dist", "Fields", "RecordValidator", "Settings", "evaluate", "finetune", "forward", "read_inputs",
-    "token_losses", "tokenize_record", "train",
+    "target_losses", "token_losses", "tokenize_record", "train",
 ]

@@ -340,9 +340,31 @@ class Schedule:
         return batches
 
 
-def collate(rows: Sequence[Sequence_], pad_id: int, packed: bool) -> dict:
-    """Pad a micro-batch on the right. Packed rows carry position_ids and no attention mask."""
+def collate(rows: Sequence[Sequence_], pad_id: int, packed: bool, flat: bool = False) -> dict:
+    """Pad a micro-batch on the right. Packed rows carry position_ids and no attention mask.
+
+    `flat`: no padding at all: the rows are laid end to end in one sequence, positions restart
+    at each row (and at each example of a packed row), and each row's first label is dropped so
+    that no row is predicted from the one before it. `seq_lens` then lists the pieces that attend
+    only within themselves (one per example), for attention that runs per piece.
+    """
     import torch
+
+    if flat:
+        ids: list[int] = []
+        labels_: list[int] = []
+        pos: list[int] = []
+        for r in rows:
+            ids += r.input_ids
+            labels_ += [IGNORE] + r.labels[1:]
+            pos += r.position_ids if r.position_ids is not None else list(range(len(r.input_ids)))
+        starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+        return {
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels_], dtype=torch.long),
+            "position_ids": torch.tensor([pos], dtype=torch.long),
+            "seq_lens": [b - a for a, b in zip(starts, starts[1:])],
+        }
 
     width = max(len(r.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -36,6 +36,7 @@ class Settings:
     max_grad_norm: float = 1.0
     max_seq_len: int | None = None
     packing: bool = False
+    padding_free: bool = True
     seed: int = 42
     teacher: str | None = None
     distill_weight: float = 0.5

@@ -20,6 +20,8 @@ from typing import Any, Callable
 from llmtools.errors import ExitCode, LLMToolsError, UsageError
 from llmtools.ops.finetune import checkpoints as ckpt
 from llmtools.ops.finetune import dataset as data
+from llmtools.ops.finetune.attention import use_varlen
+from llmtools.ops.finetune.losses import loss_module, target_losses, token_losses  # noqa: F401 (re-exported)
 from llmtools.ops.finetune.distributed import Dist
 from llmtools.ops.finetune.settings import Settings
 
@@ -40,7 +42,14 @@ def load_causal_lm(path: str, device: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        # sdpa: PyTorch's fused attention kernels (flash/memory-efficient on CPU and GPU); models
+        # without it load with their default.
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+        except ValueError as exc:
+            if "sdpa" not in str(exc).lower():
+                raise
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load a causal LM from {path}: {exc}") from None
     return model.to(device)
@@ -94,29 +103,9 @@ def pick_device(name: str, dist: Dist) -> Any:
 # --------------------------------------------------------------------------- losses
 
 
-def token_losses(logits: Any, labels: Any, teacher_logits: Any = None, temperature: float = 1.0) -> tuple[Any, Any, int]:
-    """Summed cross-entropy and (with a teacher) summed KL(teacher || student) over target tokens."""
-    import torch.nn.functional as F
-
-    # Shift the labels, not the logits: slicing the logits would copy the largest tensor of the step.
-    logits = logits.float()
-    shift_labels = F.pad(labels, (0, 1), value=data.IGNORE)[:, 1:]
-    mask = shift_labels != data.IGNORE
-    n = int(mask.sum().item())
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), shift_labels.reshape(-1), ignore_index=data.IGNORE, reduction="sum")
-    if teacher_logits is None:
-        return ce, None, n
-    vocab = min(logits.size(-1), teacher_logits.size(-1))
-    s = logits[..., :vocab][mask] / temperature
-    t = teacher_logits[..., :vocab].float()[mask] / temperature
-    log_p_s = F.log_softmax(s, dim=-1)
-    log_p_t = F.log_softmax(t, dim=-1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()
-    return ce, kl, n
-
-
 def forward(model: Any, batch: dict, device: Any) -> Any:
-    kwargs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+    """Full logits of a (padded or packed) batch: the plain path, kept as the reference in tests."""
+    kwargs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "seq_lens")}
     return model(**kwargs, use_cache=False).logits
 
 
@@ -131,9 +120,8 @@ def evaluate(model: Any, rows: list, pad_id: int, batch_size: int, device: Any, 
     with torch.no_grad():
         for i in range(0, len(mine), batch_size):
             batch = data.collate([rows[j] for j in mine[i : i + batch_size]], pad_id, packed=False)
-            logits = forward(model, batch, device)
-            t_logits = forward(teacher, batch, device) if teacher is not None else None
-            ce, kl, n = token_losses(logits, batch["labels"].to(device), t_logits, temperature)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            ce, kl, n = target_losses(model, batch, teacher, temperature)
             ce_sum += float(ce)
             kl_sum += float(kl) if kl is not None else 0.0
             n_tok += n
@@ -160,11 +148,21 @@ def build_optimizer(model: Any, s: Settings, total_steps: int) -> tuple[Any, Any
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=s.resolved_lr)
+    optimizer = _adamw([g for g in groups if g["params"]], s.resolved_lr)
     warmup = s.warmup_steps if s.warmup_steps is not None else int(math.ceil(s.warmup_ratio * total_steps))
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[s.scheduler]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=min(warmup, total_steps), num_training_steps=total_steps)
     return optimizer, scheduler
+
+
+def _adamw(groups: list, lr: float) -> Any:
+    """AdamW with its fused kernel (one kernel over all parameters, CPU and GPU), else foreach."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a dtype or device the fused kernel lacks
+        return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
 class StopRequest:
@@ -324,10 +322,12 @@ def train(
 @dataclass
 class _Models:
     tokenizer: Any
-    model: Any  # what a step runs: the model, or its DDP wrapper under torchrun
+    model: Any  # what a step runs: the loss module around the model (losses.loss_module), or its DDP wrapper
     core: Any  # the model itself: the optimizer, checkpoints and export use it
     teacher: Any
     prepared: Prepared
+    trainable: list  # the parameters that get gradients (listed once, not every step)
+    flat: bool  # padding-free micro-batches (dataset.collate(flat=True))
 
 
 def _load_models(train_records: list, eval_records: list, fmt: str, s: Settings, base_dir: str, teacher_dir: str | None,
@@ -352,13 +352,17 @@ def _load_models(train_records: list, eval_records: list, fmt: str, s: Settings,
         model = apply_lora(model, s)
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # Padding-free micro-batches need attention that runs per record; without it they would pay
+    # for a dense tokens x tokens mask, so models not on sdpa keep padded batches.
+    flat = s.padding_free and use_varlen(model)
     model.train()
     core = model
+    model = loss_module(core, teacher, s.distill_temperature)
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return _Models(tokenizer, model, core, teacher, prepared)
+    return _Models(tokenizer, model, core, teacher, prepared, [p for p in core.parameters() if p.requires_grad], flat)
 
 
 def _optimizer_step(m: _Models, s: Settings, step: int, schedule: data.Schedule, optimizer: Any, scheduler: Any,
@@ -373,22 +377,18 @@ def _optimizer_step(m: _Models, s: Settings, step: int, schedule: data.Schedule,
     n_target = sum(rows[i].n_target for mb in everyone for i in mb)
     n_input = sum(len(rows[i].input_ids) for mb in everyone for i in mb)
     for k, idx in enumerate(micro):
-        batch = data.collate([rows[i] for i in idx], pad_id, packed=s.packing)
+        batch = data.collate([rows[i] for i in idx], pad_id, packed=s.packing, flat=m.flat)
         sync = k == len(micro) - 1 or not dist.enabled
+        batch = {name: t.to(device, non_blocking=True) if hasattr(t, "to") else t for name, t in batch.items()}
         with _no_sync(m.model, sync), autocast:
-            logits = forward(m.model, batch, device)
-            t_logits = None
-            if m.teacher is not None:
-                with torch.no_grad():
-                    t_logits = forward(m.teacher, batch, device)
-            ce, kl, _ = token_losses(logits, batch["labels"].to(device), t_logits, s.distill_temperature)
+            ce, kl, _ = m.model(**batch)  # the loss module: logits only at target positions
             objective = ce if kl is None else (1 - s.distill_weight) * ce + s.distill_weight * s.distill_temperature**2 * kl
             # Normalise by the step's target tokens on all ranks; DDP averages over ranks.
             (objective * dist.world / max(n_target, 1)).backward()
         local["window_ce"] += float(ce.detach())
         if kl is not None:
             local["window_kl"] += float(kl.detach())
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in m.core.parameters() if p.requires_grad], s.max_grad_norm if s.max_grad_norm > 0 else float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(m.trainable, s.max_grad_norm if s.max_grad_norm > 0 else float("inf"), foreach=True)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()

@@ -1,0 +1,183 @@
+"""Training losses computed only where there is a label, never over the full vocabulary at every token.
+
+A causal LM's logits are `batch x tokens x vocab` floats (49,152 words for smollm2): at batch 4 x
+512 tokens that is 400 MB, and the cross-entropy keeps a softmax and a gradient of the same size.
+Most positions do not need them: the label at t+1 decides whether position t is trained at all,
+and with completion-only loss the whole prompt is not. So we run the decoder, pick the hidden
+states of the positions that have a target, and apply the LM head to those alone, in chunks of
+`CHUNK` positions; with more than one chunk each chunk's logits are recomputed in backward
+instead of kept, so peak memory is one chunk of logits whatever the batch and vocabulary.
+
+The sums are the same as cross-entropy over the full logits with `ignore_index` (tests prove it
+on loss and gradients). Models whose logits are not simply `head(last hidden state)` (softcapped
+or scaled logits) take the full-logits path.
+
+Nothing here imports torch at module import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmtools.ops.finetune.dataset import IGNORE
+
+CHUNK = 1024  # positions per LM-head chunk: 1024 x 49,152 float32 logits = 200 MB
+# Model types whose causal-LM forward is exactly `lm_head(decoder(...).last_hidden_state)`.
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "gemma", "olmo", "olmo2"})
+
+
+def shifted_targets(labels: Any) -> Any:
+    """The label each position predicts: labels[t + 1] at t, IGNORE at the last position."""
+    import torch.nn.functional as F
+
+    return F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+
+
+def token_losses(logits: Any, labels: Any, teacher_logits: Any = None, temperature: float = 1.0) -> tuple[Any, Any, int]:
+    """Summed cross-entropy and (with a teacher) summed KL(teacher || student) over target tokens,
+    from full logits: the plain path, used for models without a plain head and as the reference."""
+    import torch.nn.functional as F
+
+    # Shift the labels, not the logits: slicing the logits would copy the largest tensor of the step.
+    logits = logits.float()
+    shift_labels = shifted_targets(labels)
+    mask = shift_labels != IGNORE
+    n = int(mask.sum().item())
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    if teacher_logits is None:
+        return ce, None, n
+    return ce, _kl_sum(logits[mask], teacher_logits[mask], temperature), n
+
+
+def _kl_sum(student: Any, teacher: Any, temperature: float) -> Any:
+    import torch.nn.functional as F
+
+    vocab = min(student.size(-1), teacher.size(-1))
+    log_p_s = F.log_softmax(student[..., :vocab].float() / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher[..., :vocab].float() / temperature, dim=-1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum()
+
+
+def head_parts(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, lm_head) of a causal LM (or its peft wrapper) with a plain head, else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_MODELS:
+        return None
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    get_decoder = getattr(base, "get_decoder", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    decoder = get_decoder() if get_decoder is not None else None
+    if decoder is None or head is None or decoder is base:
+        return None
+    return decoder, head
+
+
+def _model_inputs(batch: dict) -> dict:
+    from llmtools.ops.finetune.attention import LENGTHS_KWARG
+
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if batch.get(k) is not None}
+    if batch.get("seq_lens") is not None:  # a padding-free batch: per-example attention (attention.py)
+        inputs[LENGTHS_KWARG] = batch["seq_lens"]
+    return inputs
+
+
+def _chunk_losses(head: Any, hidden: Any, targets: Any, teacher: Any, temperature: float) -> tuple[Any, Any]:
+    """Cross-entropy (and KL) sums over one chunk of target positions."""
+    import torch.nn.functional as F
+
+    logits = head(hidden).float()
+    ce = F.cross_entropy(logits, targets, reduction="sum")
+    if teacher is None:
+        return ce, None
+    return ce, _kl_sum(logits, teacher(), temperature)
+
+
+def target_losses(model: Any, batch: dict, teacher: Any = None, temperature: float = 1.0, chunk: int = CHUNK,
+                  parts: Any = None, teacher_parts: Any = None) -> tuple[Any, Any, int]:
+    """Like `token_losses(model(**batch).logits, batch["labels"], ...)`, with logits only at target
+    positions, `chunk` positions at a time. `parts`/`teacher_parts` are `head_parts()` results (looked
+    up when not given; pass False to force the full-logits path)."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    parts = head_parts(model) if parts is None else parts
+    if teacher is not None and teacher_parts is None:
+        teacher_parts = head_parts(teacher)
+    inputs = _model_inputs(batch)
+    if not parts:
+        logits = model(**inputs, use_cache=False).logits
+        t_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(**inputs, use_cache=False).logits
+        return token_losses(logits, batch["labels"], t_logits, temperature)
+
+    decoder, head = parts
+    targets = shifted_targets(batch["labels"])
+    mask = targets != IGNORE
+    n = int(mask.sum().item())
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state[mask]
+    targets = targets[mask]
+    t_hidden = t_logits = None
+    if teacher is not None:
+        with torch.no_grad():
+            if teacher_parts:
+                t_hidden = teacher_parts[0](**inputs, use_cache=False).last_hidden_state[mask]
+            else:
+                t_logits = teacher(**inputs, use_cache=False).logits[mask]
+
+    ce_sum: Any = hidden.new_zeros((), dtype=torch.float32) if n == 0 else None
+    kl_sum: Any = None
+    recompute = torch.is_grad_enabled() and n > chunk
+    for start in range(0, n, chunk):
+        sl = slice(start, start + chunk)
+        t_fn = None
+        if teacher is not None:
+            t_fn = _teacher_chunk(teacher_parts, t_hidden, t_logits, sl)
+        if recompute:  # keep only this chunk's logits alive; backward recomputes them
+            ce, kl = checkpoint(_chunk_losses, head, hidden[sl], targets[sl], t_fn, temperature, use_reentrant=False)
+        else:
+            ce, kl = _chunk_losses(head, hidden[sl], targets[sl], t_fn, temperature)
+        ce_sum = ce if ce_sum is None else ce_sum + ce
+        if kl is not None:
+            kl_sum = kl if kl_sum is None else kl_sum + kl
+    if teacher is not None and kl_sum is None:
+        kl_sum = ce_sum * 0.0
+    return ce_sum, kl_sum, n
+
+
+def _teacher_chunk(teacher_parts: Any, t_hidden: Any, t_logits: Any, sl: slice) -> Any:
+    import torch
+
+    def logits() -> Any:
+        with torch.no_grad():
+            if t_hidden is not None:
+                return teacher_parts[1](t_hidden[sl])
+            return t_logits[sl]
+
+    return logits
+
+
+def loss_module(model: Any, teacher: Any = None, temperature: float = 1.0, chunk: int = CHUNK) -> Any:
+    """`model` wrapped in a module whose forward returns (ce sum, kl sum or None, target count), so
+    DDP can wrap the whole loss computation (its hooks need the forward to run through it)."""
+    import torch
+
+    class TargetLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = model
+            # Plain attributes, not submodules: DDP must neither sync the teacher nor see modules twice.
+            object.__setattr__(self, "_teacher", teacher)
+            object.__setattr__(self, "_parts", head_parts(model) or False)
+            object.__setattr__(self, "_teacher_parts", (head_parts(teacher) or False) if teacher is not None else None)
+
+        def forward(self, input_ids: Any, labels: Any, attention_mask: Any = None, position_ids: Any = None,
+                    seq_lens: list | None = None) -> tuple:
+            batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "position_ids": position_ids,
+                     "seq_lens": seq_lens}
+            return target_losses(self.lm, batch, self._teacher, temperature, chunk, self._parts, self._teacher_parts)
+
+    return TargetLoss()
