@@ -274,3 +274,69 @@ def test_job_summary_rows(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "llmtools x: summary: records in=3, records out=2, bad lines=1, dropped: empty=1, changed=2"
     assert err[1] == "llmtools x: done: events=5, bad lines=1"
+
+
+# --------------------------------------------------------------------------- nesting
+
+
+def _nested(depth: int, big_int: bool = False) -> bytes:
+    """A record whose `d` holds lists `depth` levels deep (the record itself is one more)."""
+    extra = b'"n": 123456789012345678901234567890, ' if big_int else b""
+    return b'{"text": "x", ' + extra + b'"d": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("big_int", [False, True], ids=["orjson", "stdlib"])
+def test_nesting_beyond_orjson_limit_is_a_bad_line_not_a_crash(big_int):
+    # 1024 levels in all is what orjson reads; both parsers behind loads_line agree on it
+    # (the stdlib one, for exact big integers, recurses, and used to raise RecursionError).
+    for depth in (1024, 5000, 100_000):
+        assert lio.loads_line(_nested(depth, big_int)) == (None, lio.TOO_DEEP)
+    value, reason = lio.loads_line(_nested(1022, big_int))
+    assert reason is None and value["text"] == "x"
+
+
+@pytest.mark.parametrize("depth", [300, 1022])
+def test_records_orjson_reads_but_cannot_write_round_trip(depth):
+    # orjson writes 255 levels at most; deeper records go to the stdlib encoder, with room.
+    raw = _nested(depth, big_int=True)
+    value, reason = lio.loads_line(raw)
+    assert reason is None
+    limit = sys.getrecursionlimit()
+    assert lio.dumps(value) == raw.replace(b": ", b":").replace(b", ", b",")
+    assert lio.dumps_line(value).endswith(b"]}\n")
+    assert sys.getrecursionlimit() == limit  # the room is given back
+
+
+def _deep_input(tmp_path):
+    return _write(tmp_path, "deep.jsonl", b'{"text": "a"}\n' + _nested(5000) + b'\n{"text": "b"}\n' + _nested(1000) + b"\n")
+
+
+def test_deep_line_fails_with_source_and_line(tmp_path):
+    path = _deep_input(tmp_path)
+    with lio.Job([path], output=str(tmp_path / "out.jsonl"), quiet=True) as job:
+        with pytest.raises(BadInputError) as err:
+            list(job.records())
+    assert str(err.value) == f"{path}:2: JSON nested too deeply"
+
+
+@pytest.mark.parametrize("mode", ["skip", "keep"])
+def test_deep_line_is_skipped_and_kept_raw_in_rejects(tmp_path, mode):
+    path, out, rej = _deep_input(tmp_path), tmp_path / "out.jsonl", tmp_path / "rej.jsonl"
+    with lio.Job([path], output=str(out), on_error=mode, rejects=str(rej), quiet=True) as job:
+        job.write_all(job.records())
+    # Under keep too: a line that cannot be parsed cannot be passed through (as for invalid JSON).
+    got = [orjson.loads(line) if len(line) < 100 else line for line in out.read_bytes().splitlines()]
+    assert got[:2] == [{"text": "a"}, {"text": "b"}] and len(got) == 3
+    assert got[2] == _nested(1000).replace(b": ", b":").replace(b", ", b",")  # within the limit: unchanged
+    (entry,) = [json.loads(line) for line in rej.read_text().splitlines()]
+    assert entry["reason"] == lio.TOO_DEEP and (entry["source"], entry["line"]) == (path, 2)
+    assert entry["raw"].encode() == _nested(5000)
+
+
+def test_deep_line_from_a_shell_pipe_exits_3_naming_stdin(cli):
+    # The issue's reproduction, through the real entry point.
+    line = '{"text": "x", "d": ' + "[" * 5000 + "]" * 5000 + "}\n"
+    res = cli(["normalize"], input=line)
+    assert res.exit_code == 3
+    assert res.stderr.strip() == "llmtools: error: <stdin>:1: JSON nested too deeply"
+    assert "Traceback" not in res.stderr and res.stdout == ""

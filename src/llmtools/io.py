@@ -158,17 +158,51 @@ def check_text(record: Any, path: str, allow_null: bool = False) -> str | None:
 # --------------------------------------------------------------------------- encoding
 
 
+# orjson reads up to 1024 levels of nesting, and writes up to 255. A line nested deeper than
+# it reads is a bad line (TOO_DEEP); a record it reads but cannot write goes to the stdlib
+# encoder, which, like the stdlib parser, recurses once a level: _deep() gives both the room.
+# The encoder gets twice the parser's, so whatever was read can be written.
+TOO_DEEP = "JSON nested too deeply"
+_READ_ROOM = 1100  # frames added to the recursion limit: 1024 levels and a margin
+_WRITE_ROOM = 2 * _READ_ROOM
+_deep_lock: Any = None
+
+
+def _deep(room: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)` (a stdlib JSON call) with `room` more frames of recursion allowed.
+    Callers are serialized, so that two threads do not undo each other's limit."""
+    global _deep_lock
+    if _deep_lock is None:
+        import threading
+
+        _deep_lock = threading.Lock()
+    with _deep_lock:
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(old + room)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sys.setrecursionlimit(old)
+
+
+def nested_too_deeply(exc: Exception) -> bool:
+    """Whether orjson's JSONDecodeError `exc` is about nesting (then the reason is TOO_DEEP)."""
+    message = str(exc).lower()  # "depth limit exceeded" (orjson 3.10+), "recursion limit reached" before
+    return "depth limit" in message or "recursion limit" in message
+
+
 def dumps(record: Any) -> bytes:
-    """One JSON line (no trailing newline). Falls back to json for ints beyond 64 bits."""
+    """One JSON line (no trailing newline). Falls back to json for what orjson cannot write:
+    ints beyond 64 bits, lone surrogates, and nesting beyond 255 levels."""
     try:
         return orjson.dumps(record)
     except TypeError:
-        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        text = _deep(_WRITE_ROOM, json.dumps, record, ensure_ascii=False, separators=(",", ":"))
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:
             # A lone surrogate (valid as a JSON escape, not as UTF-8): keep it as an escape.
-            return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+            return _deep(_WRITE_ROOM, json.dumps, record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def dumps_line(record: Any) -> bytes:
@@ -221,28 +255,39 @@ def _may_hold_rounded_int(value: dict) -> bool:
 _may_hold = _SPEEDUPS.may_hold_rounded_int if _SPEEDUPS is not None else _may_hold_rounded_int
 
 
-def loads_line(raw: bytes) -> tuple[Any, str | None]:
-    """Parse one line: (value, None) or (None, reason)."""
+def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
+    """Parse one line: (value, None) or (None, reason). `vetted`: orjson has read this very line
+    without an error (the caller tried it first), so it is not nested too deeply."""
     raw = raw.rstrip(b"\r\n")  # so the parser's positions read "line 1 column N"
     # translate() counts digits at C speed; only a line with 19+ digits can hold a long run.
     if len(raw) - len(raw.translate(None, _DIGITS)) >= 19 and _LONG_DIGITS.search(raw) is not None:
         # orjson turns integers beyond 64 bits into floats, silently losing digits; the
         # stdlib parser keeps them exact. Only lines with a 19+ digit run pay for it.
+        if not vetted:  # the depth limit is orjson's, whichever parser reads the line
+            try:
+                orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if nested_too_deeply(exc):
+                    return None, TOO_DEEP
         try:
-            return json.loads(raw), None
-        except (ValueError, UnicodeDecodeError):
+            return _deep(_READ_ROOM, json.loads, raw), None
+        except (ValueError, UnicodeDecodeError, RecursionError):
             pass
     try:
         return orjson.loads(raw), None
     except orjson.JSONDecodeError as exc:
+        if nested_too_deeply(exc):
+            return None, TOO_DEEP
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as uexc:
             return None, f"invalid UTF-8 at byte {uexc.start}"
         try:  # orjson refuses integers beyond 64 bits; the stdlib parser does not
-            return json.loads(text), None
+            return _deep(_READ_ROOM, json.loads, text), None
         except ValueError:
             pass
+        except RecursionError:
+            return None, TOO_DEEP
         return None, f"invalid JSON: {exc}"
 
 
@@ -527,7 +572,7 @@ class Job:
                         if (type(value) is not dict or may_hold(value)) and (
                             len(raw) - len(raw.translate(None, _DIGITS)) >= 19
                         ):
-                            value, reason = loads_line(raw)
+                            value, reason = loads_line(raw, vetted=True)
                     if reason is not None:
                         self._bad(f"{name}:{lineno}", reason, raw=raw)
                         continue

@@ -130,6 +130,22 @@ def test_no_keep_original(cli):
 
 
 @pytest.mark.sysdep("wordnet")
+def test_variants_of_deeply_nested_records_leave_the_original_alone(cli):
+    # A record nested 1,000 levels deep is valid input (orjson reads up to 1,024); copying it
+    # for each variant used to recurse per level (copy.deepcopy) and crash.
+    deep = "[" * 1000 + "]" * 1000
+    line = '{"id": "d", "meta": {"body": "the quick brown fox jumps over the lazy dog by the river"}, "d": %s}\n' % deep
+    result = cli(["augment", "--method", "eda", "-n", "2", "--seed", "1", "--field", "meta.body"], input=line)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout_bytes.splitlines()
+    assert len(lines) == 3 and lines[0] == line.rstrip("\n").replace(": ", ":").replace(", ", ",").encode()
+    variants = [json.loads(raw.replace(deep.encode(), b"[]")) for raw in lines[1:]]
+    assert all(raw.count(b"[") == 1000 for raw in lines)
+    assert {v["augmented_from"] for v in variants} == {"d"}
+    assert all(v["meta"]["body"] != "the quick brown fox jumps over the lazy dog by the river" for v in variants)
+
+
+@pytest.mark.sysdep("wordnet")
 def test_deterministic_for_a_seed_and_different_across_seeds(cli):
     args = ["augment", "--method", "synonym,eda", "-n", "3"]
     a = cli(args + ["--seed", "1"], input=INPUT).stdout

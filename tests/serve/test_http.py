@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import orjson
 import pytest
 from tests.helpers.fake_backend import BatchingFake, FakeBackend, Loader, running_server
 
@@ -176,6 +177,13 @@ def test_bad_json_and_bad_fields_are_400_with_param():
         assert_error(httpx.post(f"{url}/v1/chat/completions", content=b"{nope", headers=headers), 400, "invalid_json")
         assert_error(httpx.post(f"{url}/v1/chat/completions", content=b"[1, 2]", headers=headers), 400, "invalid_json")
         assert_error(httpx.post(f"{url}/v1/chat/completions", content=b"", headers=headers), 400, "invalid_json")
+        for depth in (1024, 5000):  # beyond the parser's limit: a 400, not a 500
+            deep = b'{"model": "fake-a", "messages": []' + b', "x": ' + b"[" * depth + b"]" * depth + b"}"
+            err = assert_error(httpx.post(f"{url}/v1/chat/completions", content=deep, headers=headers), 400, "invalid_json")
+            assert "nested too deeply" in err["message"]
+        within = orjson.dumps(chat_body())[:-1] + b', "user": ' + b"[" * 1000 + b"]" * 1000 + b"}"  # answered
+        ok = httpx.post(f"{url}/v1/chat/completions", content=within, headers=headers)
+        assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
         err = assert_error(httpx.post(f"{url}/v1/chat/completions", json={"model": "fake-a", "messages": []}), 400)
         assert err["param"] == "messages"
         err = assert_error(httpx.post(f"{url}/v1/chat/completions", json=chat_body(temperature="hot")), 400)

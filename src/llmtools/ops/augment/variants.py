@@ -12,7 +12,6 @@ which other methods run.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import re
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from llmtools.io import get_field, get_text, set_field
+from llmtools.io import get_field, get_text, set_field, split_path
 
 WORDNET_METHODS = ("synonym", "eda")
 LLM_METHODS = ("paraphrase", "backtranslate", "synthesize")
@@ -250,7 +249,7 @@ def augment(
                 seen_texts.add(v.text.strip())
                 key = f"{v.method}_dropped" if reason else v.method
                 stats[key] = stats.get(key, 0) + 1
-                out = copy.deepcopy(rec)
+                out = _copy_along(rec, cfg.field)
                 set_field(out, cfg.field, v.text)
                 out["augmented_from"] = source_ref
                 out["augmentation"] = {"method": v.method, "params": v.params, "seed": v.seed, "variant": v.index, "similarity": round(sim, 4)}
@@ -267,6 +266,28 @@ def augment(
             yield from flush()
     if pending:
         yield from flush()
+
+
+def _copy_along(rec: dict, path: str) -> dict:
+    """A copy of `rec` in which the objects and lists on the way to `path` are new, so setting the
+    field leaves `rec` as it was; every other value is shared. (copy.deepcopy would copy them
+    all, recursing once per level: a record nested a few hundred levels deep, which is valid
+    input, ran it out of stack.)"""
+    out = dict(rec)
+    cur: Any = out
+    for key in split_path(path)[:-1]:
+        if isinstance(cur, dict):
+            child = cur.get(key)
+        elif isinstance(cur, list) and key.lstrip("-").isdigit() and -len(cur) <= int(key) < len(cur):
+            key, child = int(key), cur[int(key)]
+        else:
+            break
+        if not isinstance(child, (dict, list)):
+            break
+        child = dict(child) if isinstance(child, dict) else list(child)
+        cur[key] = child
+        cur = child
+    return out
 
 
 def _source_ref(rec: dict, id_field: str | None, where: Callable[[dict], str] | None) -> Any:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmtools.errors import LLMToolsError
+from llmtools.io import TOO_DEEP, nested_too_deeply
 from llmtools.models.base import Backend
 from llmtools.ops.serve.request_log import RequestLog, log_record
 from llmtools.ops.serve.metrics import Metrics
@@ -200,7 +201,8 @@ class ServeState:
         try:
             value = orjson.loads(bytes(body))
         except orjson.JSONDecodeError as exc:
-            raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+            reason = f"{TOO_DEEP} (more than 1024 levels)" if nested_too_deeply(exc) else f"not valid JSON: {exc}"
+            raise bad_request(f"the request body is {reason}", code="invalid_json") from None
         if not isinstance(value, dict):
             raise bad_request(f"the request body must be a JSON object, not {type(value).__name__}", code="invalid_json")
         return value
