@@ -432,3 +432,117 @@ def test_job_read_options_reach_every_format(tmp_path):
     with pytest.raises(BadInputError):
         path.write_text("a,a\n1,2\n")
         read_all(str(path), field=None)
+
+
+# --------------------------------------------------------------------------- writers
+
+
+ROUND_TRIP = [
+    {"id": 1, "text": "Hello, “world” \u00e9\u4e2d\U0001f600", "score": 0.25, "ok": True,
+     "meta": {"lang": "en", "tags": ["a", "b"], "deep": {"n": 1}}, "turns": [{"role": "user", "content": "hi"}],
+     "none": None},
+    {"id": 2, "text": "line one\nline two, with a comma and \"quotes\"", "score": -1.5e-300, "ok": False,
+     "meta": {"lang": "de", "tags": [], "deep": {"n": 2}}, "turns": [], "none": None},
+    {"id": 9007199254740993, "text": "", "score": 1e300, "ok": True,
+     "meta": {"lang": None, "tags": ["c"], "deep": {"n": None}}, "turns": [{"role": "bot", "content": ""}], "none": None},
+]
+
+
+def _jsonl_file(tmp_path, records, name="in.jsonl") -> str:
+    path = tmp_path / name
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return str(path)
+
+
+def test_jsonl_parquet_jsonl_round_trip_is_identical(tmp_path):
+    src = _jsonl_file(tmp_path, ROUND_TRIP)
+    out = str(tmp_path / "out.parquet")
+    code, stdout, err = run("normalize", "--steps", "none", "--keep-empty", "-o", out, src)
+    assert code == 0 and stdout == "", err
+    pf = pq.ParquetFile(out)
+    assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
+    assert pf.schema_arrow.field("meta").type.num_fields == 3  # nested objects are structs, not JSON strings
+    code, stdout, err = run("normalize", "--steps", "none", "--keep-empty", out)
+    assert code == 0, err
+    assert jsonl(stdout) == ROUND_TRIP
+    # and key order too: byte-identical JSONL
+    assert stdout.encode() == open(src, "rb").read()
+
+
+def test_parquet_row_groups_and_what_parquet_cannot_carry(tmp_path):
+    """The documented rules: a key a record lacks comes back null; a column holding integers and
+    fractions comes back as floats; an object no record gives a key is null."""
+    records = [{"text": f"t{i}", "n": i if i % 2 else i + 0.5, "empty": {}} for i in range(10)]
+    records[3]["extra"] = "only here"
+    out = str(tmp_path / "out.parquet")
+    code, _, err = run("normalize", "--row-group-size", "4", "-o", out, _jsonl_file(tmp_path, records))
+    assert code == 0, err
+    pf = pq.ParquetFile(out)
+    assert [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)] == [4, 4, 2]
+    back = read_all(out)
+    assert back[3]["extra"] == "only here" and back[0]["extra"] is None
+    assert [r["n"] for r in back] == [float(r["n"]) for r in records] and type(back[1]["n"]) is float
+    assert all(r["empty"] is None for r in back)
+
+
+def test_parquet_writer_names_the_records_that_do_not_fit(tmp_path):
+    out = tmp_path / "out.parquet"
+    # a new key after the first row group
+    records = [{"text": f"t{i}"} for i in range(5)] + [{"text": "late", "new": 1}]
+    code, stdout, err = run("normalize", "--row-group-size", "3", "-o", str(out), _jsonl_file(tmp_path, records))
+    assert code == 3 and "Traceback" not in err
+    assert f"{out}: cannot write records 4-6 as Parquet: new field(s) 'new'" in err
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # atomic
+    # one field with two types
+    records = [{"text": "a", "v": 1}, {"text": "b", "v": "one"}]
+    code, stdout, err = run("normalize", "-o", str(out), _jsonl_file(tmp_path, records))
+    assert code == 3 and f"{out}: cannot write records 1-2 as Parquet" in err and not out.exists()
+
+
+def test_parquet_writer_with_no_records_and_on_stdout(tmp_path):
+    out = tmp_path / "none.parquet"
+    code, _, err = run("normalize", "-o", str(out), input=b"")
+    assert code == 0 and pq.read_table(str(out)).num_rows == 0
+    # stdout stays JSONL whatever the input
+    path = write_parquet(tmp_path / "in.parquet", [{"text": "x"}])
+    code, stdout, _ = run("normalize", path)
+    assert jsonl(stdout) == [{"text": "x"}]
+
+
+def test_writing_parquet_without_pyarrow_exits_4_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    out = tmp_path / "out.parquet"
+    code, _, err = run("normalize", "-o", str(out), input=b"not even json\n")
+    assert code == 4 and "pip install 'llmtools[parquet]'" in err and not out.exists()
+
+
+def test_jsonl_csv_jsonl_round_trip(tmp_path):
+    strings = [{"id": "1", "text": 'Hello, "world"\nsecond line', "note": ""}, {"id": "2", "text": "tab\there", "note": "x"}]
+    src = _jsonl_file(tmp_path, strings)
+    for ext in ("csv", "tsv"):
+        out = str(tmp_path / f"out.{ext}")
+        code, _, err = run("normalize", "--steps", "none", "-o", out, src)
+        assert code == 0, err
+        code, stdout, err = run("normalize", "--steps", "none", out)
+        assert code == 0 and jsonl(stdout) == strings, err
+    # other values are written as JSON text and come back with --csv-types
+    out = str(tmp_path / "out.csv")
+    code, _, err = run("normalize", "--steps", "none", "--keep-empty", "-o", out, _jsonl_file(tmp_path, ROUND_TRIP))
+    assert code == 0, err
+    header, row1 = open(out, encoding="utf-8").read().split("\n")[:2]
+    assert header == "id,text,score,ok,meta,turns,none" and row1.startswith('1,"Hello, “world”')
+    code, stdout, _ = run("normalize", "--steps", "none", "--keep-empty", "--csv-types", "id=number,score=number",
+                          "--csv-types", "ok=json,meta=json,turns=json,none=json", out)
+    assert jsonl(stdout) == ROUND_TRIP
+    # untyped, they stay strings; null and a missing key are both an empty cell
+    code, stdout, _ = run("normalize", "--steps", "none", "--keep-empty", out)
+    first = jsonl(stdout)[0]
+    assert first["id"] == "1" and first["ok"] == "true" and first["none"] == "" and first["meta"].startswith('{"lang":"en"')
+
+
+def test_csv_header_has_every_key_in_first_seen_order(tmp_path):
+    records = [{"text": "a", "x": "1"}, {"y": "2", "text": "b"}]
+    out = str(tmp_path / "out.csv")
+    code, _, err = run("normalize", "-o", out, _jsonl_file(tmp_path, records))
+    assert code == 0, err
+    assert open(out).read() == "text,x,y\na,1,\nb,,2\n"

@@ -615,3 +615,270 @@ _READERS: dict[str, Callable[[str, ReadOptions], Iterator[Item]]] = {
     "tsv": _read_tsv,
     "txt": _read_txt,
 }
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def open_writer(path: str, fmt: str, row_group_size: int | None = None) -> Any:
+    """A record writer for `-o path` in `fmt` (parquet, csv, tsv): write(record), close(ok),
+    and `count`, like io.RecordWriter. Written to a temp file and renamed on close(True)."""
+    if fmt == "parquet":
+        return ParquetWriter(path, row_group_size or DEFAULT_ROW_GROUP_SIZE)
+    if fmt in ("csv", "tsv"):
+        return CsvWriter(path, delimiter="\t" if fmt == "tsv" else ",")
+    raise ValueError(f"no writer for {fmt}")
+
+
+DEFAULT_ROW_GROUP_SIZE = 65536
+_CHUNK = 4096  # records turned into one Arrow batch at a time
+
+
+class ParquetWriter:
+    """Records to a Parquet file, zstd-compressed, in row groups of `row_group_size` rows.
+
+    The columns and their types are those of the first row group (pyarrow infers them from the
+    records, nested objects as structs and lists as lists); later records must fit them: a key
+    they lack is null, a new key or another type is an error (exit 3) that names the records."""
+
+    flush_each = False
+
+    def __init__(self, path: str, row_group_size: int = DEFAULT_ROW_GROUP_SIZE):
+        from llmtools.io import AtomicFile
+
+        self.pa = require_pyarrow("writing Parquet")
+        import pyarrow.parquet as pq
+
+        self.pq = pq
+        self.path = path
+        self.row_group_size = max(1, row_group_size)
+        self.count = 0
+        self._rows: list[Any] = []
+        self._batches: list[Any] = []
+        self._buffered = 0
+        self._first = 1  # number of the first record not yet written
+        self._writer: Any = None
+        self._schema: Any = None
+        self._file = AtomicFile(path)
+
+    def write(self, record: Any) -> None:
+        self._rows.append(record)
+        self.count += 1
+        if len(self._rows) >= min(_CHUNK, self.row_group_size - self._buffered):
+            self._convert()
+            if self._buffered >= self.row_group_size:
+                self._write_group()
+
+    def _fail(self, first: int, last: int, exc: Exception) -> BadInputError:
+        what = f"record {first}" if first == last else f"records {first}-{last}"
+        return BadInputError(f"cannot write {what} as Parquet: {exc}", where=self.path)
+
+    def _convert(self) -> None:
+        if not self._rows:
+            return
+        pa = self.pa
+        first = self._first + self._buffered
+        try:
+            batch = _batch_of(pa, self._rows)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise self._fail(first, first + len(self._rows) - 1, exc) from None
+        self._batches.append(batch)
+        self._buffered += len(self._rows)
+        self._rows = []
+
+    def _write_group(self) -> None:
+        if not self._batches:
+            return
+        pa = self.pa
+        first, last = self._first, self._first + self._buffered - 1
+        try:
+            table = pa.concat_tables([pa.Table.from_batches([b]) for b in self._batches], promote_options="permissive")
+            if self._writer is None:
+                self._schema = _writable_schema(pa, table.schema)
+                table = _conform(pa, table, self._schema)
+                self._writer = self.pq.ParquetWriter(self._file.fh, self._schema, compression="zstd")
+            else:
+                table = _conform(pa, table, self._schema)
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise self._fail(first, last, exc) from None
+        self._first += self._buffered
+        self._batches, self._buffered = [], 0
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, ok: bool = True) -> None:
+        if not ok:
+            self._abort()
+            return
+        try:
+            self._convert()
+            self._write_group()
+            if self._writer is None:  # no records: a valid file with no columns
+                self._writer = self.pq.ParquetWriter(self._file.fh, self.pa.schema([]), compression="zstd")
+            self._writer.close()
+        except BaseException:
+            self._abort()
+            raise
+        self._file.commit()
+
+    def _abort(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        except Exception:
+            pass
+        self._file.abort()
+
+
+def _batch_of(pa: Any, rows: list[Any]) -> Any:
+    """An Arrow batch of `rows`, a column per key any row has, in the order first seen
+    (RecordBatch.from_pylist takes the first row's keys only, dropping the others silently)."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        if type(row) is not dict:
+            raise TypeError(f"a record is {type(row).__name__}, not an object")
+        keys.update(dict.fromkeys(row))
+    if not keys:
+        raise ValueError("records with no keys at all: a Parquet row needs a column")
+    return pa.RecordBatch.from_arrays([pa.array([row.get(k) for row in rows]) for k in keys], names=list(keys))
+
+
+def _writable_schema(pa: Any, schema: Any) -> Any:
+    """`schema` with the types Parquet cannot store replaced: an object with no keys in any
+    record (struct<>) becomes a null column."""
+    return pa.schema([pa.field(f.name, _writable_type(pa, f.type)) for f in schema])
+
+
+def _writable_type(pa: Any, t: Any) -> Any:
+    import pyarrow.types as pt
+
+    if pt.is_struct(t):
+        if t.num_fields == 0:
+            return pa.null()
+        return pa.struct([pa.field(t.field(i).name, _writable_type(pa, t.field(i).type)) for i in range(t.num_fields)])
+    if pt.is_list(t) or pt.is_large_list(t):
+        return pa.list_(_writable_type(pa, t.value_type))
+    return t
+
+
+def _conform(pa: Any, table: Any, schema: Any) -> Any:
+    """`table` with `schema`'s columns, in its order: missing ones null, others cast (an int
+    column into a float one, say); a column `schema` lacks, or a cast that fails, raises."""
+    extra = [name for name in table.column_names if schema.get_field_index(name) < 0]
+    if extra:
+        raise ValueError(f"new field(s) {', '.join(map(repr, extra))} after the first row group (its columns "
+                         f"are the file's schema)")
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            if col.type != f.type:
+                try:
+                    col = _cast(pa, col, f.type)
+                except (pa.ArrowException, TypeError, ValueError) as exc:
+                    raise ValueError(f"field {f.name!r} is {col.type} here, {f.type} in the first row group: {exc}") from None
+            columns.append(col)
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(pa: Any, col: Any, target: Any) -> Any:
+    import pyarrow.types as pt
+
+    if pt.is_null(target) and (col.null_count == len(col) or pt.is_null(_writable_type(pa, col.type))):
+        return pa.nulls(len(col), target)
+    if pt.is_struct(target) and pt.is_struct(col.type):
+        # Struct fields by name (a key missing here is null), each cast in turn.
+        import pyarrow.compute as pc
+
+        arr = col.combine_chunks()
+        names = [arr.type.field(i).name for i in range(arr.type.num_fields)]
+        extra = [n for n in names if target.get_field_index(n) < 0]
+        if extra:
+            raise ValueError(f"new key(s) {', '.join(map(repr, extra))}")
+        children = []
+        for i in range(target.num_fields):
+            f = target.field(i)
+            child = pc.struct_field(arr, [names.index(f.name)]) if f.name in names else pa.nulls(len(arr), f.type)
+            children.append(_cast(pa, child, f.type) if child.type != f.type else child)
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=arr.is_null())
+    return col.cast(target)
+
+
+class CsvWriter:
+    """Records to CSV (or TSV): a header with every top-level key, in the order first seen, then
+    a row per record. Strings are written as they are; numbers, booleans, objects and lists as
+    their JSON text; null and a missing key as an empty cell. The records are spooled to a temp
+    file first, since the header must name keys that only later records have."""
+
+    flush_each = False
+
+    def __init__(self, path: str, delimiter: str = ","):
+        import tempfile
+
+        from llmtools.io import AtomicFile
+
+        self.path = path
+        self.delimiter = delimiter
+        self.count = 0
+        self._columns: dict[str, None] = {}
+        self._spool = tempfile.TemporaryFile(prefix="llmtools-csv-")
+        self._file = AtomicFile(path)
+
+    def write(self, record: Any) -> None:
+        from llmtools.io import dumps_line
+
+        columns = self._columns
+        if type(record) is dict:
+            for key in record:
+                if key not in columns:
+                    columns[key] = None
+        self._spool.write(dumps_line(record))
+        self.count += 1
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, ok: bool = True) -> None:
+        if not ok:
+            self._spool.close()
+            self._file.abort()
+            return
+        try:
+            self._write_out()
+        except BaseException:
+            self._file.abort()
+            raise
+        finally:
+            self._spool.close()
+        self._file.commit()
+
+    def _write_out(self) -> None:
+        import csv
+
+        from llmtools.io import loads_line
+
+        text = _stdio.TextIOWrapper(self._file.fh, encoding="utf-8", newline="")  # type: ignore[arg-type]
+        writer = csv.writer(text, delimiter=self.delimiter, lineterminator="\n")
+        columns = list(self._columns)
+        if columns:
+            writer.writerow(columns)
+        self._spool.seek(0)
+        for line in self._spool:
+            record, _ = loads_line(line)  # exact for integers beyond 64 bits too
+            writer.writerow([_cell(record.get(c)) for c in columns] if type(record) is dict else [_cell(record)])
+        text.flush()
+        text.detach()
+
+
+def _cell(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    from llmtools.io import dumps
+
+    return dumps(value).decode("utf-8")

@@ -390,6 +390,18 @@ class RecordWriter:
             self._out.flush()
 
 
+def open_writer(path: str | None, unbuffered: bool = False, row_group_size: int | None = None) -> Any:
+    """The writer for `-o path`: JSONL (stdout, or any other name), or Parquet, CSV or TSV by
+    the extension (see formats.open_writer). All write(record) and close(ok)."""
+    if path and path != "-":
+        from llmtools import formats
+
+        fmt = formats.output_format(path)
+        if fmt != "jsonl":
+            return formats.open_writer(path, fmt, row_group_size)
+    return RecordWriter(path, unbuffered)
+
+
 def write_jsonl(path: str, records: Iterable[Any]) -> int:
     """Write records to `path` atomically (or stdout for `-`); returns the count."""
     writer = RecordWriter(path)
@@ -485,7 +497,7 @@ class Job:
 
     # -- context
     def __enter__(self) -> "Job":
-        self._writer = RecordWriter(self.output, self.unbuffered)
+        self._writer = open_writer(self.output, self.unbuffered, self.row_group_size)
         if self.rejects_path:
             self._rejects = RecordWriter(self.rejects_path, unbuffered=True)
         return self
@@ -693,7 +705,7 @@ class Job:
         """`write()` each record, in one loop without the per-record call layers."""
         writer = self._writer
         assert writer is not None, "Job used outside its with-block"
-        if writer.flush_each:
+        if writer.flush_each or type(writer) is not RecordWriter:  # flushed, or Parquet/CSV
             for record in records:
                 self.write(record)
             return

@@ -26,6 +26,7 @@ class IOConfig:
         self.input_format: str = kw.pop("input_format", None) or "auto"
         self.csv_types: tuple[str, ...] = kw.pop("csv_types", ()) or ()
         self.txt_paragraphs: bool = kw.pop("txt_paragraphs", False)
+        self.row_group_size: int | None = kw.pop("row_group_size", None)
 
     def read_options(self) -> Any:
         """formats.ReadOptions for the inputs (checks --csv-types: a bad one is exit 2)."""
@@ -46,13 +47,14 @@ class IOConfig:
             verbose=self.verbose,
             command=f"llmtools {self.command}",
             read_options=self.read_options(),
+            row_group_size=self.row_group_size,
         )
         kw.update(overrides)
         return Job(**kw)
 
 
 _IO_KEYS = ("inputs", "output", "field", "on_error", "rejects", "unbuffered", "quiet", "verbose", "input_format",
-            "csv_types", "txt_paragraphs")
+            "csv_types", "txt_paragraphs", "row_group_size")
 
 # = formats.FORMAT_CHOICES (a test checks), spelled here so --help imports nothing more
 INPUT_FORMATS = ("auto", "jsonl", "parquet", "arrow", "csv", "tsv", "txt")
@@ -66,10 +68,12 @@ def io_options(
     output_metavar: str = "FILE",
     inputs: bool = True,
     format_flag: bool = True,
+    table_output: bool = True,
 ) -> Callable:
     """Add FILES..., -o, --field, --on-error, --rejects, --unbuffered, -q, -v and the input-format
     options (--format, also spelled --input-format; only the latter with `format_flag=False`,
-    for a command whose --format means something else); pass `io: IOConfig`."""
+    for a command whose --format means something else), and --row-group-size when -o writes
+    records (`table_output`); pass `io: IOConfig`."""
 
     def decorator(fn: Callable) -> Callable:
         opts = [
@@ -102,6 +106,11 @@ def io_options(
                 click.option("--txt-paragraphs", "txt_paragraphs", is_flag=True,
                              help=".txt input: one record per blank-line-separated paragraph, not per line."),
             ]
+        if table_output:
+            opts.insert(1, click.option(
+                "--row-group-size", "row_group_size", type=click.IntRange(1), default=65536, show_default=True, metavar="N",
+                help="-o FILE.parquet: rows per row group (zstd-compressed). -o FILE.csv/.tsv writes CSV/TSV; "
+                     "other names and stdout get JSONL."))
         if field:
             opts.insert(0, click.option("--field", default=field_default, show_default=True, metavar="PATH", help=field_help))
         if inputs:
