@@ -295,27 +295,10 @@ def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
 
 
 def open_input(path: str) -> IO[bytes]:
-    """Open FILE or `-` (stdin) for binary reading; `.gz` is decompressed transparently."""
-    if path == "-":
-        stream = sys.stdin.buffer
-        head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
-        if head == b"\x1f\x8b":
-            import gzip
+    """Open FILE or `-` (stdin) for binary reading; `.gz` and `.zst` are decompressed transparently."""
+    from llmtools.formats import open_binary
 
-            return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
-        return stream
-    try:
-        if path.endswith(".gz"):
-            import gzip
-
-            return gzip.open(path, "rb")  # type: ignore[return-value]
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied") from None
+    return open_binary(path)
 
 
 def source_name(path: str) -> str:
@@ -331,10 +314,11 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
             if not raw.isspace():
                 yield lineno, raw
     except (OSError, EOFError) as exc:
-        import gzip
+        from llmtools.formats import _decompress_error
 
-        if isinstance(exc, gzip.BadGzipFile) or "gzip" in str(exc).lower() or isinstance(exc, EOFError):
-            raise BadInputError(f"corrupt gzip stream: {exc}", where=source_name(path)) from None
+        reason = _decompress_error(exc)
+        if reason is not None:
+            raise BadInputError(reason, where=source_name(path)) from None
         raise
     finally:
         if fh is not sys.stdin.buffer:
@@ -451,6 +435,18 @@ class RecordWriter:
             self._out.flush()
 
 
+def open_writer(path: str | None, unbuffered: bool = False, row_group_size: int | None = None) -> Any:
+    """The writer for `-o path`: JSONL (stdout, or any other name), or Parquet, CSV or TSV by
+    the extension (see formats.open_writer). All write(record) and close(ok)."""
+    if path and path != "-":
+        from llmtools import formats
+
+        fmt = formats.output_format(path)
+        if fmt != "jsonl":
+            return formats.open_writer(path, fmt, row_group_size)
+    return RecordWriter(path, unbuffered)
+
+
 def write_jsonl(path: str, records: Iterable[Any]) -> int:
     """Write records to `path` atomically (or stdout for `-`); returns the count."""
     writer = RecordWriter(path)
@@ -465,6 +461,21 @@ def write_jsonl(path: str, records: Iterable[Any]) -> int:
 
 
 # --------------------------------------------------------------------------- jobs
+
+
+_PLACE = re.compile(r"(row group|record batch|row) (\d+)")
+
+
+def _split_where(where: str) -> tuple[str, int | None, dict[str, Any]]:
+    """"source:line" -> (source, line, {}); a table's "source:row N" / "source:row group N" ->
+    (source, None, {"row": N}); a bare source (a whole file is bad) -> (source, None, {})."""
+    source, _, loc = where.rpartition(":")
+    if loc.isdigit():
+        return source, int(loc), {}
+    m = _PLACE.fullmatch(loc)
+    if m is None or not source:
+        return where, None, {}
+    return source, None, {m[1].replace(" ", "_"): int(m[2])}
 
 
 class Job:
@@ -496,6 +507,9 @@ class Job:
         validate: Callable[[dict], str | None] | None = None,
         locate: bool | None = None,
         lines: Iterable[bytes | None] | None = None,
+        read_options: Any = None,
+        schema: Callable[[dict], tuple[str, str] | None] | None = None,
+        row_group_size: int | None = None,
     ):
         self.inputs = list(inputs) or ["-"]
         if lines is not None and len(self.inputs) != 1:
@@ -512,6 +526,11 @@ class Job:
         self.validate = validate
         # Keep each record's source:line for where() and --rejects. None: only with --rejects.
         self.locate = locate
+        # Inputs that are not JSONL (formats.ReadOptions: --format, --csv-types, --txt-paragraphs).
+        self.read_options = read_options
+        # --schema: (path, message) of the first violation in a record, or None.
+        self.schema = schema
+        self.row_group_size = row_group_size
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self._where: dict[int, tuple[str, int]] = {}
@@ -523,7 +542,7 @@ class Job:
 
     # -- context
     def __enter__(self) -> "Job":
-        self._writer = RecordWriter(self.output, self.unbuffered)
+        self._writer = open_writer(self.output, self.unbuffered, self.row_group_size)
         if self.rejects_path:
             self._rejects = RecordWriter(self.rejects_path, unbuffered=True)
         return self
@@ -537,7 +556,84 @@ class Job:
 
     # -- reading
     def records(self) -> Iterator[dict]:
-        """Stream records from every input, applying the bad-line policy."""
+        """Stream records from every input, applying the bad-line policy (and --schema)."""
+        plan = self._plan()
+        if plan is None:  # JSONL only: straight to the fast loop
+            records = self._jsonl_records(self._sources())
+        else:
+            records = self._planned_records(plan)
+        return records if self.schema is None else self._schema_checked(records)
+
+    def _plan(self) -> list[tuple[str, str]] | None:
+        """(path, format) of each input, or None when every input is JSONL."""
+        if self.lines is not None:
+            return None
+        from llmtools import formats
+
+        opts = self.read_options
+        override = opts.format if opts is not None else "auto"
+        plan = [(path, formats.detect(path, override)) for path in self.inputs]
+        return None if all(fmt == "jsonl" for _, fmt in plan) else plan
+
+    def _planned_records(self, plan: list[tuple[str, str]]) -> Iterator[dict]:
+        from llmtools import formats
+
+        opts = self.read_options or formats.ReadOptions()
+        if self.field and opts.text_field != self.field and top_key(self.field) is not None:
+            opts = formats.ReadOptions(opts.format, opts.csv_types, opts.txt_paragraphs, self.field)
+        for path, fmt in plan:
+            if fmt == "jsonl":
+                yield from self._jsonl_records([(source_name(path), iter_lines(path))])
+            else:
+                yield from self._table_records(source_name(path), formats.read(path, fmt, opts))
+
+    def _table_records(self, name: str, items: Iterable[tuple[Any, Any, str | None, Any]]) -> Iterator[dict]:
+        """Records of a source in another format (formats.read), with the same checks as JSONL."""
+        where_of, locate = self._where, self._locating
+        field = self.field if self.validate is None else None
+        self._source = name
+        n_in = 0
+        try:
+            for loc, value, reason, raw in items:
+                n_in += 1
+                src = name
+                if type(loc) is tuple:  # (file, location): a file of a dataset folder
+                    src, loc = loc
+                    self._source = src
+                self._line = loc
+                where = f"{src}:{loc}" if loc is not None else src
+                if reason is not None:
+                    self._bad(where, reason, raw=raw)
+                    continue
+                if self.validate is not None:
+                    reason = self.validate(value)
+                elif field:
+                    reason = check_text(value, field)
+                if reason is not None and not self._bad(where, reason, record=value):
+                    continue
+                if locate:
+                    where_of[id(value)] = (src, loc)
+                    if len(where_of) > 4096:
+                        del where_of[next(iter(where_of))]
+                yield value
+        finally:
+            self.counts["in"] += n_in
+
+    def _schema_checked(self, records: Iterator[dict]) -> Iterator[dict]:
+        """--schema: a record that does not fit is a bad record (reason `schema`, with the path)."""
+        check = self.schema
+        assert check is not None
+        for record in records:
+            problem = check(record)
+            if problem is not None:
+                path, message = problem
+                self.counts["schema"] += 1
+                if not self._bad(self.where(record), "schema", record=record, path=path, message=message):
+                    continue
+            yield record
+
+    def _jsonl_records(self, sources: Iterable[tuple[str, Iterable[tuple[int, bytes | None]]]]) -> Iterator[dict]:
+        """The JSONL records of `sources` (name, numbered raw lines), applying the bad-line policy."""
         # The per-line work is kept in this one loop, with everything it uses in locals: at
         # ~1 µs per short line all told, every attribute lookup and call layer shows.
         loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -550,7 +646,7 @@ class Job:
         fast_key = top_key(field) if field else None
         n_in = 0
         try:
-            for name, lines in self._sources():
+            for name, lines in sources:
                 self._source = name
                 for lineno, raw in lines:
                     n_in += 1
@@ -628,17 +724,19 @@ class Job:
         True means: keep the record; False: it was skipped (and saved to --rejects)."""
         return self._bad(self.where(record), reason, record=record)
 
-    def _bad(self, where: str, reason: str, record: Any = None, raw: bytes | None = None) -> bool:
-        """Apply --on-error to one bad line. True means: pass the record through unchanged."""
+    def _bad(self, where: str, reason: str, record: Any = None, raw: bytes | None = None, **extra: Any) -> bool:
+        """Apply --on-error to one bad line. True means: pass the record through unchanged.
+        `extra` (a --schema failure's path and message) is told and saved to --rejects."""
         self.counts["bad"] += 1
+        told = reason if not extra else f"{reason}: {extra.get('path') or 'the record'}: {extra.get('message')}"
         if self.on_error == "fail":
-            raise BadInputError(reason, where=where)
-        self.warn(f"{where}: {reason}")
+            raise BadInputError(told, where=where)
+        self.warn(f"{where}: {told}")
         if self.on_error == "keep" and isinstance(record, dict):
             self.counts["kept_bad"] += 1
             return True
         self.reasons[f"bad input: {reason.split(':')[0]}"] += 1
-        self._write_reject(where, reason, record=record, raw=raw)
+        self._write_reject(where, reason, record=record, raw=raw, **extra)
         return False
 
     # -- writing
@@ -652,7 +750,7 @@ class Job:
         """`write()` each record, in one loop without the per-record call layers."""
         writer = self._writer
         assert writer is not None, "Job used outside its with-block"
-        if writer.flush_each:
+        if writer.flush_each or type(writer) is not RecordWriter:  # flushed, or Parquet/CSV
             for record in records:
                 self.write(record)
             return
@@ -683,8 +781,9 @@ class Job:
     def _write_reject(self, where: str, reason: str, record: Any = None, raw: bytes | None = None, **extra: Any) -> None:
         if self._rejects is None:
             return
-        source, _, line = where.rpartition(":")
-        entry: dict[str, Any] = {"reason": reason, "source": source, "line": int(line) if line.isdigit() else None}
+        source, line, place = _split_where(where)
+        entry: dict[str, Any] = {"reason": reason, "source": source, "line": line}
+        entry.update(place)
         entry.update(extra)
         if record is not None:
             entry["record"] = record

@@ -23,6 +23,17 @@ class IOConfig:
         self.unbuffered: bool = kw.pop("unbuffered", False)
         self.quiet: bool = kw.pop("quiet", False)
         self.verbose: bool = kw.pop("verbose", False)
+        self.input_format: str = kw.pop("input_format", None) or "auto"
+        self.csv_types: tuple[str, ...] = kw.pop("csv_types", ()) or ()
+        self.txt_paragraphs: bool = kw.pop("txt_paragraphs", False)
+        self.row_group_size: int | None = kw.pop("row_group_size", None)
+
+    def read_options(self) -> Any:
+        """formats.ReadOptions for the inputs (checks --csv-types: a bad one is exit 2)."""
+        from llmtools.formats import ReadOptions, parse_csv_types
+
+        return ReadOptions(format=self.input_format, csv_types=parse_csv_types(self.csv_types),
+                           txt_paragraphs=self.txt_paragraphs, text_field=self.field)
 
     def job(self, **overrides: Any) -> Job:
         kw = dict(
@@ -35,12 +46,18 @@ class IOConfig:
             quiet=self.quiet,
             verbose=self.verbose,
             command=f"llmtools {self.command}",
+            read_options=self.read_options(),
+            row_group_size=self.row_group_size,
         )
         kw.update(overrides)
         return Job(**kw)
 
 
-_IO_KEYS = ("inputs", "output", "field", "on_error", "rejects", "unbuffered", "quiet", "verbose")
+_IO_KEYS = ("inputs", "output", "field", "on_error", "rejects", "unbuffered", "quiet", "verbose", "input_format",
+            "csv_types", "txt_paragraphs", "row_group_size")
+
+# = formats.FORMAT_CHOICES (a test checks), spelled here so --help imports nothing more
+INPUT_FORMATS = ("auto", "jsonl", "parquet", "arrow", "csv", "tsv", "txt")
 
 
 def io_options(
@@ -50,8 +67,13 @@ def io_options(
     output_help: str = "Write records to FILE (atomically: temp file, then rename) instead of stdout.",
     output_metavar: str = "FILE",
     inputs: bool = True,
+    format_flag: bool = True,
+    table_output: bool = True,
 ) -> Callable:
-    """Add FILES..., -o, --field, --on-error, --rejects, --unbuffered, -q, -v; pass `io: IOConfig`."""
+    """Add FILES..., -o, --field, --on-error, --rejects, --unbuffered, -q, -v and the input-format
+    options (--format, also spelled --input-format; only the latter with `format_flag=False`,
+    for a command whose --format means something else), and --row-group-size when -o writes
+    records (`table_output`); pass `io: IOConfig`."""
 
     def decorator(fn: Callable) -> Callable:
         opts = [
@@ -72,10 +94,27 @@ def io_options(
             click.option("-q", "--quiet", is_flag=True, help="No summary, progress or warnings on stderr."),
             click.option("-v", "--verbose", is_flag=True, help="Print the summary on stderr even when it is not a TTY."),
         ]
+        if inputs:
+            names = ("--format", "--input-format") if format_flag else ("--input-format",)
+            opts[1:1] = [
+                click.option(*names, "input_format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True,
+                             help="Input format; auto goes by extension (.jsonl .parquet .arrow .csv .tsv .txt, a "
+                                  "`datasets` folder; .gz/.zst around any) and reads stdin as JSONL."),
+                click.option("--csv-types", "csv_types", multiple=True, metavar="COL=TYPE",
+                             help="CSV/TSV input: parse these columns as `number` or `json` (comma list, repeatable); "
+                                  "other values stay strings, an empty cell of a typed column is null."),
+                click.option("--txt-paragraphs", "txt_paragraphs", is_flag=True,
+                             help=".txt input: one record per blank-line-separated paragraph, not per line."),
+            ]
+        if table_output:
+            opts.insert(1, click.option(
+                "--row-group-size", "row_group_size", type=click.IntRange(1), default=65536, show_default=True, metavar="N",
+                help="-o FILE.parquet: rows per row group (zstd-compressed). -o FILE.csv/.tsv writes CSV/TSV; "
+                     "other names and stdout get JSONL."))
         if field:
             opts.insert(0, click.option("--field", default=field_default, show_default=True, metavar="PATH", help=field_help))
         if inputs:
-            opts.insert(0, click.argument("inputs", nargs=-1, type=click.Path(allow_dash=True, dir_okay=False), metavar="[FILES]..."))
+            opts.insert(0, click.argument("inputs", nargs=-1, type=click.Path(allow_dash=True), metavar="[FILES]..."))
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -72,7 +72,7 @@ def _texts(job, field: str):
 @click.option("--pure", is_flag=True, help="Quantize every tensor to TYPE (no llama.cpp mixture such as Q6_K for attn_v in Q4_K_M).")
 @click.option("--leave-output-tensor", is_flag=True, help="Keep output.weight unquantized (bigger file, sometimes better quality).")
 @click.option("--threads", type=click.IntRange(1), metavar="N", help="CPU threads for llama.cpp quantization and evaluation (default: llama.cpp's).")
-@options.io_options(inputs=False, output_help="Output GGUF file, written atomically (default: ./NAME.TYPE.gguf).")
+@options.io_options(inputs=False, table_output=False, output_help="Output GGUF file, written atomically (default: ./NAME.TYPE.gguf).")
 def cli(model: options.ModelConfig, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_tokens, max_ppl_increase, allow_requantize, prune_layers, sparsity, pure, leave_output_tensor, threads, io):
     """Convert a model to GGUF and quantize it, with a quality report.
 
