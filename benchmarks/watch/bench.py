@@ -8,7 +8,9 @@ model identity, ISO times 20 ms apart) and runs, each in its own process with st
 - floor:  a bare Python loop that reads the lines and parses them with orjson (the least any
           JSONL reader in Python pays), for scale;
 - watch:  `llmtools watch --window 1m` (metrics + drift against the first window);
-- watch+: the same with a sliding window, three alert rules, a price and a vocabulary field.
+- watch+: the same with a sliding window, three alert rules, a price and a vocabulary field;
+- watch --by: `--by channel` over 1,000 distinct channels (uniform), with a gap() alert, once
+          with --top-groups 1000 (every group tracked) and once with the default 20.
 
 Events/s is events divided by the child's CPU time (user + sys), so it is per core and less
 sensitive to other jobs on a shared machine; wall time is shown too. Peak RSS is the child's
@@ -51,6 +53,7 @@ def generate(path: str, n: int, seed: int = 0) -> None:
                 "prompt_tokens": rng.randint(8, 400),
                 "completion_tokens": rng.randint(1, 256),
                 "prompt": rng.choice(PROMPTS),
+                "channel": f"ch-{rng.randrange(1000):04d}",
             }
             fh.write(orjson.dumps(rec) + b"\n")
 
@@ -72,6 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--keep", help="keep the generated logs in this folder")
+    ap.add_argument("--only", help="run only the variants whose name contains one of these (comma-separated)")
     args = ap.parse_args()
     exe = [sys.executable, "-m", "llmtools", "watch"]
     variants = {
@@ -81,7 +85,14 @@ def main() -> None:
             "--window", "5m", "--sliding", "--every", "1m", "--price", "0.5,1.5", "--vocab", "prompt", "-q",
             "--alert", "p95_latency_ms > 800 for 2m", "--alert", "error_rate > 0.05",
             "--alert", "psi(prompt_tokens) > 0.2"],
+        "watch --by (1k groups, --top-groups 1000)": exe + [
+            "--window", "1m", "-q", "--by", "channel", "--top-groups", "1000", "--alert", "gap(error_rate) > 0.5"],
+        "watch --by (1k groups, --top-groups 20)": exe + [
+            "--window", "1m", "-q", "--by", "channel", "--alert", "gap(error_rate) > 0.5"],
     }
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",")]
+        variants = {k: v for k, v in variants.items() if any(w in k for w in wanted)}
     folder = args.keep or tempfile.mkdtemp(prefix="watch-bench-")
     os.makedirs(folder, exist_ok=True)
     rows = []

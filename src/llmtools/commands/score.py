@@ -55,9 +55,13 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--summary", "summary_path", metavar="FILE", help="Write the summary record to FILE (atomically) instead of after the records on stdout.")
 @click.option("--summary-only", is_flag=True, help="Write only the summary record, not the scored records.")
 @click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC's corpus score is below VALUE (on the metric's own scale: bleu=30, rougeL=0.3). Repeatable.")
+@click.option("--by", "by", multiple=True, metavar="FIELD", help="Also score each group of records with the same FIELD value (dotted path; repeatable, one breakdown per field): every metric per group, its size and (with --bootstrap) its CI, and a disparity table (worst, best, gap, ratio).")
+@click.option("--pair-by", "pair_by", metavar="FIELD", help="With --by: pair the records of different groups by FIELD (e.g. id) and rank the groups on the shared items, with paired-bootstrap p-values (--bootstrap N, default 1000).")
+@click.option("--min-group", "min_group", type=click.IntRange(1), default=20, show_default=True, metavar="N", help="Groups with fewer records are reported but left out of the disparity table and --max-gap.")
+@click.option("--max-gap", "max_gap", multiple=True, metavar="METRIC=GAP", help="Exit 1 if METRIC's gap between the best and the worst group of a --by field is above GAP. Repeatable.")
 @click.option("--fail-over", "fail_over", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC is above VALUE, for lower-is-better metrics (ter=60, perplexity=20). Repeatable.")
 def cli(io: options.IOConfig, model: options.ModelConfig, metric_specs, bleu_tokenize, judge_ref, judge_prompt_specs,
-        embedder_ref, summary_path, summary_only, fail_under, fail_over, **settings) -> None:
+        embedder_ref, summary_path, summary_only, fail_under, fail_over, max_gap, **settings) -> None:
     """Score predictions against references, with CI gates.
 
 Each input record is written back with a `scores` object (and `judgements` for judge metrics),
@@ -88,9 +92,18 @@ Examples:
   llmtools score --metric bleu --baseline-field old_prediction --bootstrap 1000 --seed 1 < both.jsonl
   llmtools score --metric faithfulness,answer_relevance --judge http://127.0.0.1:8000/v1 < rag.jsonl
   llmtools score --metric perplexity -m runs/v1 --text-field text --summary ppl.json < heldout.jsonl
+  llmtools score --metric accuracy --by meta.channel --bootstrap 1000 --max-gap accuracy=0.1 < preds.jsonl
+  cat zero-shot.jsonl 3-shot.jsonl | llmtools score --metric exact_match --by variant --pair-by id
 
 \b
-Exit codes: 0 ok; 1 a --fail-under/--fail-over gate failed (each failed gate is named on
+Fairness slices (--by FIELD): the summary gains `groups` (per field, per group: n, metrics,
+ci), `disparity` (per metric: worst and best group, gap = |best - worst|, ratio = smaller /
+larger value) and, with --pair-by, `paired` (groups ranked on the items they share, with
+paired-bootstrap p-values against the best and between every two). Groups under --min-group
+records are listed but not gated (`small_groups`). Keeps one group index per record per field.
+
+\b
+Exit codes: 0 ok; 1 a --fail-under/--fail-over/--max-gap gate failed (each failed gate is named on
 stderr; records and summary are still written); 2 usage; 3 bad input; 4 missing model or
 dependency.
 """
@@ -105,6 +118,7 @@ dependency.
         if bleu_tokenize not in BLEU.TOKENIZERS:
             raise errors.UsageError(f"--tokenize: unknown tokenizer {bleu_tokenize!r} (choose from: {', '.join(BLEU.TOKENIZERS)})")
     gates = [ops.Gate.parse(s, "under") for s in fail_under] + [ops.Gate.parse(s, "over") for s in fail_over]
+    gates += [ops.GapGate.parse(s) for s in max_gap]
 
     def load_embedder():
         from llmtools.models.embedder import load_embedder as _load
@@ -126,11 +140,11 @@ dependency.
             job.write(summary)
 
     job.summary(_rows(summary), records=False)
-    failed = [g for g, r in zip(gates, summary.get("gates", [])) if not r["passed"]]
+    failed = [(g, r) for g, r in zip(gates, summary.get("gates", [])) if not r["passed"]]
     if failed:
-        for gate in failed:
-            sys.stderr.write(f"llmtools score: gate failed: {gate.describe(summary['metrics'].get(gate.metric))}\n")
-        names = ", ".join(g.metric for g in failed)
+        for gate, result in failed:
+            sys.stderr.write(f"llmtools score: gate failed: {gate.describe_result(result)}\n")
+        names = ", ".join(("gap " if g.direction == "gap" else "") + g.metric for g, _ in failed)
         raise errors.GateFailed(f"{len(failed)} gate(s) failed: {names}")
 
 
@@ -156,7 +170,51 @@ def _rows(summary: dict) -> dict[str, object]:
         for key, count in judge.get(what, {}).items():
             if count:
                 rows[f"{key}: {what} judgements"] = count
+    rows.update(_group_rows(summary))
     for gate in summary.get("gates", []):
+        if "max_gap" in gate:
+            shown = "not gated" if gate["value"] is None else ("pass" if gate["passed"] else "FAIL")
+            rows[f"gate gap({gate['metric']}) <= {gate['max_gap']:g}"] = shown
+            continue
         direction = "under" if "under" in gate else "over"
         rows[f"gate {gate['metric']} ({direction} {gate[direction]:g})"] = "pass" if gate["passed"] else "FAIL"
+    return rows
+
+
+def _group_rows(summary: dict) -> dict[str, object]:
+    """The --by breakdown for people: a line per group, then the gaps and the paired ranking."""
+    rows: dict[str, object] = {}
+    for field, groups in summary.get("groups", {}).items():
+        for name, entry in list(groups.items())[:20]:
+            parts = []
+            for key, value in entry["metrics"].items():
+                text = f"{key} {'n/a' if value is None else f'{value:.4g}'}"
+                ci = (entry.get("ci") or {}).get(key)
+                if ci:
+                    text += f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+                parts.append(text)
+            small = ", small" if entry.get("small") else ""
+            rows[f"{field}={name} (n={entry['n']}{small})"] = "; ".join(parts)
+        if len(groups) > 20:
+            rows[f"{field}: more groups"] = f"{len(groups) - 20} (see the summary record)"
+        table = summary.get("disparity", {}).get(field, {})
+        for key, d in table.get("metrics", {}).items():
+            if d.get("gap") is None:
+                continue
+            ratio = "n/a" if d["ratio"] is None else f"{d['ratio']:.3g}"
+            rows[f"gap {key} by {field}"] = (f"{d['gap']:.4g} (worst {d['worst']['group']} {d['worst']['value']:.4g}, "
+                                             f"best {d['best']['group']} {d['best']['value']:.4g}, ratio {ratio})")
+        if table.get("small_groups"):
+            rows[f"{field}: groups under --min-group"] = f"{len(table['small_groups'])} (reported, not gated)"
+        paired = summary.get("paired", {}).get(field)
+        if paired and paired.get("metrics"):
+            rows[f"paired by {paired['pair_by']}"] = f"{paired['n']} items shared by {len(paired['groups'])} groups"
+            for key, m in paired["metrics"].items():
+                ranked = []
+                for e in m["ranking"]:
+                    text = f"{e['group']} {e['value']:.4g}"
+                    if e.get("p_vs_best") is not None:
+                        text += f" (p={e['p_vs_best']:.3g})"
+                    ranked.append(text)
+                rows[f"rank {key} by {field}"] = " > ".join(ranked)
     return rows

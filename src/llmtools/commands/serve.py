@@ -17,6 +17,23 @@ def _split_env(name: str) -> tuple[str, ...]:
     return tuple(k for k in value.replace(",", " ").split() if k)
 
 
+def _prompting(template_path, examples_path, shots, shots_seed, variant, extract, raw_field):
+    from llmtools.ops import serve as ops
+    from llmtools.prompts import Examples, PromptTemplate
+
+    if examples_path is not None and template_path is None:
+        raise UsageError("--examples needs --template (the template places the examples)")
+    if shots is not None and examples_path is None:
+        raise UsageError("--shots needs --examples")
+    examples = Examples.load(examples_path, shots=shots, seed=shots_seed) if examples_path else None
+    template = PromptTemplate.load(template_path, examples=examples, variant=variant) if template_path else None
+    try:
+        pattern = ops.compile_extract(extract)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return ops.Prompting(template=template, variant=variant, extract=pattern, raw_field=raw_field)
+
+
 @click.command(context_settings={"max_content_width": 100})
 @options.model_options("[MODEL]", api_key="--model-api-key", api_key_env=("OPENAI_API_KEY",), backend=True)
 @options.io_options(
@@ -32,6 +49,25 @@ def _split_env(name: str) -> tuple[str, ...]:
 @click.option("--output-field", default="prediction", show_default=True, metavar="PATH",
               help="Batch mode: where the generated text goes (score reads `prediction`).")
 @click.option("--chat", is_flag=True, help="Batch mode: send a plain prompt as one user message, through the chat template.")
+@click.option("--template", "template_path", metavar="FILE.j2", type=click.Path(dir_okay=False),
+              help="Batch mode: render each request from its record with this Jinja2 template (sandboxed; record fields "
+                   "are variables, `examples` the few-shot examples). A missing field is a bad record (see --on-error).")
+@click.option("--examples", "examples_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Batch mode: JSONL of few-shot examples, given to --template as `examples`.")
+@click.option("--shots", type=click.IntRange(0), default=None, metavar="K",
+              help="Batch mode: use K examples drawn from --examples with --shots-seed (default: all, in file order).")
+@click.option("--shots-seed", type=int, default=0, show_default=True, metavar="S",
+              help="Batch mode: seed of the --shots draw (same file, K and S: same examples, same order).")
+@click.option("--variant", metavar="NAME", help="Batch mode: stamp each output record with `variant: NAME`, so one "
+                                                "JSONL can hold several prompt variants (score --by variant).")
+@click.option("--extract", metavar="REGEX", help="Batch mode: the prediction is the reply's first match of REGEX (group "
+                                                 "`answer`, else group 1, else the match; '' when none); the whole "
+                                                 "reply goes to --raw-field.")
+@click.option("--raw-field", default="raw_prediction", show_default=True, metavar="PATH",
+              help="Batch mode with --extract: where the whole reply goes.")
+@click.option("--manifest", "manifest_path", metavar="FILE",
+              help="Batch mode: write the run's provenance manifest (model, inputs, template sha256, example ids) to "
+                   "FILE.  [default with -o: OUT.manifest.json]")
 @click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True,
               help="max_tokens for a request or record that gives none.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True,
@@ -77,7 +113,8 @@ def _split_env(name: str) -> tuple[str, ...]:
               help="llama.cpp: CPU threads for prompt processing (default: --threads, else $LLMTOOLS_THREADS or "
                    "$OMP_NUM_THREADS, else all cores, as llama_cpp.server does).")
 @click.option("--n-ctx", type=click.IntRange(16), default=None, help="Context length (default: the backend's choice).")
-def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, max_tokens, temperature, top_p, top_k, seed,
+def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, template_path, examples_path, shots,
+        shots_seed, variant, extract, raw_field, manifest_path, max_tokens, temperature, top_p, top_k, seed,
         stop, host, port, api_keys, admin_keys, max_body, max_tokens_cap, max_concurrency, max_queue, timeout, micro_batch,
         log_path, log_content, model_name, model_file, keep_previous, threads, batch_threads, n_ctx):
     """Serve a model over an OpenAI-compatible API, or in batch.
@@ -104,6 +141,14 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, m
     comes out in order with `prediction` (see --output-field), `finish_reason`, `usage` and
     `_llmtools.model` / `_llmtools.latency_ms` added, ready for `llmtools score`.
 
+    Prompt experiments: --template FILE.j2 renders each request from its record (Jinja2,
+    sandboxed: `{{ question }}`, `{{ meta.channel }}`, `{% for ex in examples %}`); a
+    rendering that is a JSON list of {role, content}, or holds <message role="user">...</message>
+    blocks, is sent as chat messages, anything else as a plain prompt. --examples with --shots K
+    --shots-seed S gives it K few-shot examples, the same ones every run. --variant stamps the
+    records; --extract cuts the answer out of a chain-of-thought reply. Records carry
+    `_llmtools.prompt` (the template's sha256 and the example ids), and so does the manifest.
+
     \b
     Examples:
         llmtools serve smollm2 --port 8000 --log requests.jsonl
@@ -113,6 +158,7 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, m
         curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
           -d '{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}'
         llmtools serve --batch smollm2 < eval.jsonl | llmtools score
+        llmtools serve --batch --template 3shot.j2 --examples train.jsonl --shots 3 --variant 3shot < eval.jsonl
 
     \b
     \b
@@ -130,11 +176,21 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, m
         defaults = ops.Defaults(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                                 stop=tuple(stop))
         ref = ops.read_model_file(model_file) if model_file else model.ref
-        job = io.job(validate=ops.validator(io.field, messages_field, defaults, chat))
+        prompting = _prompting(template_path, examples_path, shots, shots_seed, variant, extract, raw_field)
+        job = io.job(validate=ops.validator(io.field, messages_field, defaults, chat, prompting.template))
+        if manifest_path is None and io.output not in (None, "-"):
+            from llmtools.provenance import manifest_path_for
+
+            manifest_path = manifest_path_for(io.output)
         stats = ops.run_batch(job, loader, ref, defaults=defaults, batch_size=batch_size,
-                              messages_field=messages_field, output_field=output_field, chat=chat)
+                              messages_field=messages_field, output_field=output_field, chat=chat,
+                              prompting=prompting, manifest_path=manifest_path)
         job.summary(stats, title="batch", records=False)
         return 0
+    for name, value in (("--template", template_path), ("--examples", examples_path), ("--variant", variant),
+                        ("--extract", extract), ("--manifest", manifest_path), ("--shots", shots)):
+        if value is not None:
+            raise UsageError(f"{name} is a batch-mode option (add --batch)")
 
     if io.inputs != ("-",):
         raise UsageError("FILES are read only in --batch mode; the HTTP server takes requests over HTTP")

@@ -59,6 +59,9 @@ def _parse_price(price: str | None, prompt_price: float | None, completion_price
 @click.option("--ks-pvalue", default=0.05, show_default=True, type=float, help="KS p-value below this flags numeric drift (samples of at most 1000).")
 @click.option("--js-threshold", default=0.1, show_default=True, type=float, help="Jensen-Shannon distance at or above this flags categorical drift.")
 @click.option("--emb-threshold", default=0.1, show_default=True, type=float, help="Cosine distance of mean embeddings at or above this flags embedding drift.")
+@click.option("--by", "by", metavar="PATH", help="Also report each window per group of this field (channel, language, model.name): count, error_rate, latency and TTFT quantiles, accuracy, feedback, and latency drift against the group's reference; alert rules get gap(M), ratio(M), min(M), max(M) over the groups.")
+@click.option("--top-groups", type=click.IntRange(1, 100000), default=20, show_default=True, metavar="K", help="With --by: groups reported per window, by count; the rest are merged into `other`. Memory is bounded by 2K groups per pane however many values the field has.")
+@click.option("--min-group", type=click.IntRange(1), default=20, show_default=True, metavar="N", help="With --by: events a group needs in a window to count in gap(), ratio(), min() and max().")
 @click.option("--prometheus-port", type=click.IntRange(0, 65535), metavar="PORT", help="Serve the latest metrics at http://HOST:PORT/metrics for Prometheus (0: any free port).")
 @click.option("--prometheus-host", default="127.0.0.1", show_default=True, metavar="HOST", help="Address the Prometheus endpoint binds to.")
 @click.option("--dashboard/--no-dashboard", default=None, help="Live table on stderr (default: when stderr is a terminal and not -q).")
@@ -70,6 +73,7 @@ def cli(io: options.IOConfig, follow_path: str | None, poll: str, from_end: bool
         model_field: str, track: tuple[str, ...], ignore: tuple[str, ...], categorical: tuple[str, ...],
         vocab: tuple[str, ...], embed: tuple[str, ...], embedder: str | None, embed_sample: int,
         psi_threshold: float, ks_pvalue: float, js_threshold: float, emb_threshold: float,
+        by: str | None, top_groups: int, min_group: int,
         prometheus_port: int | None, prometheus_host: str, dashboard: bool | None) -> int:
     """Monitor a stream of events: metrics, drift and alerts.
     
@@ -92,7 +96,11 @@ def cli(io: options.IOConfig, follow_path: str | None, poll: str, from_end: bool
     Alert rules (--alert, repeatable) compare window metrics: names from the metric record
     (error_rate, p95_latency_ms, count, tokens_per_s, cost, ...), and functions psi(F), ks(F),
     ks_p(F), js(F), emb(F), p50(F), p95(F), p99(F), quantile(F, Q), mean(F), min(F), max(F),
-    count(F), sum(F); with and, or, not, + - * / and parentheses. `for 2m` or `for 3 windows` makes
+    count(F), sum(F); with and, or, not, + - * / and parentheses. With --by FIELD, each window
+    record also holds `by`: the top --top-groups groups' metrics, `other`, and each metric's
+    disparity (min, max, gap, ratio over groups of at least --min-group events), which rules
+    read as gap(M), ratio(M), min(M) and max(M) for a group metric M: 'gap(error_rate) > 0.05',
+    'min(accuracy) < 0.8', 'gap(p95_latency_ms) > 300 for 2 windows'. `for 2m` or `for 3 windows` makes
     a rule wait until it has held that long, to stop flapping. `NAME: RULE` names a rule.
     
     \b
@@ -101,6 +109,7 @@ def cli(io: options.IOConfig, follow_path: str | None, poll: str, from_end: bool
       llmtools watch --once --reference baseline.jsonl --alert 'psi(prompt_tokens) > 0.2' < today.jsonl
       llmtools watch --window 100 --alert 'mean(loss) > 5' < train-log.jsonl | grep '"alert"'
       llmtools watch --follow requests.jsonl --prometheus-port 9464 > metrics.jsonl
+      llmtools watch --once --by meta.channel --window 1h --alert 'gap(error_rate) > 0.05' < requests.jsonl
     
     \b
     Exit codes: 0 done (alerts may have fired, except with --once); 1 with --once when any
@@ -123,7 +132,7 @@ def cli(io: options.IOConfig, follow_path: str | None, poll: str, from_end: bool
         categorical=list(categorical) if categorical else ["model.name", "endpoint"], vocab=list(vocab),
         embed=list(embed), embedder=embedder, embed_sample=embed_sample, price_prompt=p_price,
         price_completion=c_price, drift=not no_drift, psi_threshold=psi_threshold, ks_pvalue=ks_pvalue,
-        js_threshold=js_threshold, emb_threshold=emb_threshold,
+        js_threshold=js_threshold, emb_threshold=emb_threshold, by=by, top_groups=top_groups, min_group=min_group,
     )
     poll_s = ops.parse_duration(poll)
     if cfg.embed:

@@ -6,11 +6,13 @@
 
 The modules: scorer (the config, the Scorer, gates), metrics (text and classification metrics:
 sacrebleu, rouge-score), model_metrics (perplexity and embedding similarity, which need a
-model), judge (LLM-judge metrics), bootstrap (confidence intervals and the paired test).
+model), judge (LLM-judge metrics), bootstrap (confidence intervals and the paired test),
+groups (--by: per-group metrics, disparities, the paired ranking of variants, the gap gate).
 """
 
 from __future__ import annotations
 
+from llmtools.ops.score.groups import GapGate
 from llmtools.ops.score.scorer import (
     DEFAULT_METRICS,
     JUDGE_METRICS,
@@ -21,4 +23,4 @@ from llmtools.ops.score.scorer import (
     parse_metrics,
 )
 
-__all__ = ["DEFAULT_METRICS", "JUDGE_METRICS", "Gate", "ScoreConfig", "Scorer", "check_gate_names", "parse_metrics"]
+__all__ = ["DEFAULT_METRICS", "GapGate", "JUDGE_METRICS", "Gate", "ScoreConfig", "Scorer", "check_gate_names", "parse_metrics"]

@@ -103,6 +103,9 @@ class ScoreConfig:
     confidence: float = 0.95
     judge_prompts: dict[str, str] = field(default_factory=dict)
     judge_max_tokens: int = 256
+    by: Sequence[str] = ()  # --by: fields whose values slice the records into groups
+    pair_by: str | None = None  # --pair-by: the item key that pairs records across groups
+    min_group: int = 20  # --min-group: smaller groups are reported, not gated
 
     def __post_init__(self) -> None:
         self.metrics = parse_metrics(self.metrics)
@@ -114,6 +117,11 @@ class ScoreConfig:
             raise UsageError("--bootstrap must be >= 0")
         if not 0.0 < self.confidence < 1.0:
             raise UsageError("--confidence must be between 0 and 1")
+        self.by = tuple(dict.fromkeys(self.by))
+        if self.pair_by and not self.by:
+            raise UsageError("--pair-by needs --by (the field whose groups are compared, e.g. --by variant)")
+        if self.min_group < 1:
+            raise UsageError("--min-group must be at least 1")
         for metric in self.judge_prompts:
             if metric not in JUDGE_METRICS:
                 raise UsageError(f"--judge-prompt: {metric!r} is not a judge metric ({', '.join(JUDGE_METRICS)})")
@@ -198,6 +206,11 @@ class Scorer:
         self._get_ctx = field_getter(cfg.context_field)
         self._get_q = field_getter(cfg.question_field)
         self._get_text = field_getter(cfg.text_field) if cfg.text_field else None
+        self.groups = None
+        if cfg.by:
+            from llmtools.ops.score.groups import GroupTracker
+
+            self.groups = GroupTracker(cfg.by, cfg.pair_by)
         judge_pred = {"faithfulness", "answer_relevance", "answer_correctness"}
         self._text_pred = cfg.uses_text_metrics or bool(judge_pred & set(cfg.judge_metrics))
 
@@ -328,6 +341,9 @@ class Scorer:
                 valid.append(r)
         self.skipped += len(batch) - len(valid)
         self.n += len(valid)
+        if self.groups is not None:
+            for r in valid:
+                self.groups.add(r)
         per_record = self._apply(self.system, [self._item(r) for r in valid])
         base_scores = self._apply(self.baseline, [self._item(r, baseline=True) for r in valid]) if self.baseline else None
         out = {id(r): i for i, r in enumerate(valid)}
@@ -412,8 +428,15 @@ class Scorer:
         elif base_metrics is not None:
             summary["baseline"] = {"field": cfg.baseline_field, "metrics": base_metrics}
             summary["comparison"] = {k: {"delta": _delta(metrics.get(k), v)} for k, v in base_metrics.items()}
+        if self.groups is not None:
+            from llmtools.ops.score.groups import GroupOptions, group_summary
+
+            opts = GroupOptions(min_group=cfg.min_group, bootstrap=cfg.bootstrap, seed=cfg.seed,
+                                confidence=cfg.confidence, lower_is_better=frozenset(self.lower_is_better()))
+            summary.update(group_summary(self.groups, self.system, self.n, opts))
         if gates:
-            summary["gates"] = [g.check(metrics) for g in gates]
+            summary["gates"] = [g.check_groups(summary.get("disparity", {})) if g.direction == "gap" else g.check(metrics)
+                                for g in gates]
         return summary
 
     def _bootstrap(self, summary: dict, metrics: dict, base_metrics: dict | None) -> None:
@@ -495,15 +518,21 @@ class Gate:
             passed = value <= self.threshold
         return {"metric": self.metric, self.direction: self.threshold, "value": value, "passed": passed}
 
+    def describe_result(self, result: dict) -> str:
+        return self.describe(result.get("value"))
+
     def describe(self, value: Any) -> str:
         op = "<" if self.direction == "under" else ">"
         shown = "no value" if value is None else f"{value:.4g}"
         return f"{self.metric}={shown} {op} {self.threshold:g} (--fail-{self.direction} {self.metric}={self.threshold:g})"
 
 
-def check_gate_names(gates: Sequence[Gate], scorer: Scorer) -> None:
+def check_gate_names(gates: Sequence[Any], scorer: Scorer) -> None:
     """Refuse a gate on a metric that will not be computed (exit 2, before any work)."""
     keys = scorer.metric_keys()
     for gate in gates:
+        option = getattr(gate, "option", f"--fail-{gate.direction}")
         if gate.metric not in keys:
-            raise UsageError(f"--fail-{gate.direction} {gate.metric}: not a computed metric (computed: {', '.join(keys)})")
+            raise UsageError(f"{option} {gate.metric}: not a computed metric (computed: {', '.join(keys)})")
+        if gate.direction == "gap" and not scorer.cfg.by:
+            raise UsageError(f"{option} needs --by (the field whose groups are compared)")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmtools.ops.serve.batch import batch, run_batch, validator
+from llmtools.ops.serve.batch import Prompting, batch, compile_extract, run_batch, validator
 from llmtools.ops.serve.config import ServeConfig, parse_size
 from llmtools.ops.serve.loading import make_loader
 from llmtools.ops.serve.protocol import ApiError, Defaults
@@ -34,7 +34,7 @@ from llmtools.ops.serve.slots import KeepPolicy
 _LAZY_FROM_APP = ("ServeState", "build_app")
 
 __all__ = [
-    "ApiError", "Defaults", "KeepPolicy", "ServeConfig", "batch", "bind_socket", "make_loader", "parse_size",
+    "ApiError", "Defaults", "KeepPolicy", "Prompting", "ServeConfig", "batch", "compile_extract", "bind_socket", "make_loader", "parse_size",
     "read_model_file", "run_batch", "run_http", "serve_http", "validator", *_LAZY_FROM_APP,
 ]
 

@@ -4,7 +4,8 @@
 
 The modules: config (WatchConfig: windows, fields, thresholds; duration and time parsing),
 monitor (panes, windows, the metric and alert records), sketch (bounded-memory quantiles),
-drift (PSI, KS, Jensen-Shannon, cosine), alerts (the rule language), follow (`tail -F`), live
+drift (PSI, KS, Jensen-Shannon, cosine), groups (--by: per-group aggregates in bounded memory),
+alerts (the rule language), follow (`tail -F`), live
 (running the command: input, signals, Prometheus, dashboard), prometheus and dashboard.
 """
 

@@ -15,6 +15,9 @@ Grammar::
 A METRIC is a key of the window's metric record (`error_rate`, `p95_latency_ms`, `count`, ...).
 Functions read per-field statistics: `psi(f)`, `ks(f)`, `ks_p(f)`, `js(f)`, `emb(f)`, `p50(f)`,
 `p95(f)`, `p99(f)`, `quantile(f, q)`, `mean(f)`, `min(f)`, `max(f)`, `count(f)`, `sum(f)`.
+With `watch --by`, `gap(m)` and `ratio(m)` compare a group metric m (error_rate, accuracy,
+p95_latency_ms, ...) across the groups, and `min(m)` / `max(m)` of a group metric read the worst
+and best group.
 A FIELD is a dotted path (`model.name`) or a quoted string. A metric that has no value in a window
 (no data, no reference yet) makes any comparison with it false, so an alert never fires on a
 missing number.
@@ -28,7 +31,10 @@ from typing import Any, Callable
 
 from llmtools.errors import UsageError
 
-FUNCTIONS = ("psi", "ks", "ks_p", "js", "emb", "p50", "p95", "p99", "quantile", "mean", "min", "max", "count", "sum")
+FUNCTIONS = ("psi", "ks", "ks_p", "js", "emb", "p50", "p95", "p99", "quantile", "mean", "min", "max", "count", "sum",
+             "gap", "ratio")
+# Functions over the groups of `watch --by` (min and max too, when their argument is a group metric).
+GROUP_FUNCTIONS = ("gap", "ratio")
 
 _TOKEN = re.compile(
     r"""\s*(?:

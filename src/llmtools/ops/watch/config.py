@@ -103,8 +103,15 @@ class WatchConfig:
     js_threshold: float = 0.1
     emb_threshold: float = 0.1
     seed: int = 0
+    by: str | None = None  # --by: the field whose values are the groups
+    top_groups: int = 20  # --top-groups: groups reported per window (twice as many are tracked)
+    min_group: int = 20  # --min-group: events a group needs in a window to count in gap()/min()/max()
 
     def __post_init__(self) -> None:
+        if self.top_groups < 1:
+            raise UsageError("--top-groups must be at least 1")
+        if self.min_group < 1:
+            raise UsageError("--min-group must be at least 1")
         self.window_kind, self.window_size = parse_window(self.window)
         if self.every is None:
             if not self.sliding:

@@ -20,10 +20,12 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable, Iterable, Iterator
 
+from llmtools.errors import UsageError
 from llmtools.io import field_getter, get_field, top_key
 from llmtools.ops.watch import drift as wd
-from llmtools.ops.watch.alerts import Alert, metrics_used
+from llmtools.ops.watch.alerts import GROUP_FUNCTIONS, Alert, metrics_used
 from llmtools.ops.watch.config import WatchConfig, iso, parse_time
+from llmtools.ops.watch.groups import GroupTable, group_value, summarize
 from llmtools.ops.watch.sketch import MIN_INDEXABLE, Sketch, quantile_name
 
 _WORD = re.compile(r"\w+")
@@ -42,7 +44,7 @@ class Pane:
 
     __slots__ = (
         "count", "errors", "late", "t_min", "t_max", "first_seq", "last_seq", "num", "cat", "vocab",
-        "status", "fb_sum", "fb_n", "acc_ok", "acc_n", "model", "texts", "seen_texts",
+        "status", "fb_sum", "fb_n", "acc_ok", "acc_n", "model", "texts", "seen_texts", "groups",
     )
 
     def __init__(self) -> None:
@@ -64,6 +66,7 @@ class Pane:
         self.model: Any = None
         self.texts: dict[str, list[str]] = {}  # reservoir samples for embedding drift
         self.seen_texts: dict[str, int] = {}
+        self.groups: Any = None  # a groups.GroupTable with --by
 
     def merge(self, other: "Pane", rng: random.Random, sample: int) -> None:
         if other.count == 0:
@@ -100,6 +103,10 @@ class Pane:
         self.acc_n += other.acc_n
         if other.model is not None:
             self.model = other.model
+        if other.groups is not None:
+            if self.groups is None:
+                self.groups = GroupTable(other.groups.capacity, other.groups.alpha)
+            self.groups.merge(other.groups)
         for name, texts in other.texts.items():
             # Merge two reservoirs: keep a uniform sample of the union, weighted by what each saw.
             mine_s = self.texts.setdefault(name, [])
@@ -153,10 +160,14 @@ class Monitor:
         self._k_label = top_key(cfg.label_field)
         self._k_model = top_key(cfg.model_field)
         self._wire_fields()
+        self._by = field_getter(cfg.by) if cfg.by else None
+        self._k_by = top_key(cfg.by) if cfg.by else None
+        self._latency = field_getter(cfg.latency_field)
+        self._ttft = field_getter(cfg.ttft_field)
         self.seq = 0  # records seen
         self.windows = 0  # windows emitted
         self.fired = 0  # firing transitions
-        self.pane = Pane()
+        self.pane = self._new_pane()
         self.pane_index: int | None = None  # time windows: pane number since the epoch
         self.panes: deque[tuple[int, Pane]] = deque()
         self.reference: Pane | None = None
@@ -167,7 +178,7 @@ class Monitor:
         self._last_t: float | None = None
         if reference is not None:
             self.reference_source = "file"
-            ref = Pane()
+            ref = self._new_pane()
             saved = self.pane
             self.pane = ref
             for rec in reference:
@@ -179,8 +190,18 @@ class Monitor:
             self.reference = ref
 
     # -- setup
+    def _new_pane(self) -> Pane:
+        pane = Pane()
+        if self.cfg.by:
+            pane.groups = GroupTable(2 * self.cfg.top_groups, self.cfg.alpha)
+        return pane
+
     def _wire_fields(self) -> None:
         cfg = self.cfg
+        for alert in self.alerts:
+            for node in metrics_used(alert.ast):
+                if node[0] == "call" and node[1] in GROUP_FUNCTIONS and not cfg.by:
+                    raise UsageError(f"alert {alert.text!r}: {node[1]}() compares groups: add --by FIELD")
         numeric = [cfg.latency_field, cfg.ttft_field, cfg.prompt_tokens_field, cfg.completion_tokens_field]
         categorical = list(cfg.categorical)
         for alert in self.alerts:
@@ -188,6 +209,8 @@ class Monitor:
                 if node[0] != "call":
                     continue
                 fn, fld = node[1], node[2]
+                if fn in GROUP_FUNCTIONS:
+                    continue
                 if fn == "js":
                     if fld not in categorical and fld not in cfg.vocab:
                         categorical.append(fld)
@@ -268,15 +291,18 @@ class Monitor:
         status = rec.get(k) if k is not None else self._status(rec)
         k = self._k_error
         err = rec.get(k) if k is not None else self._error(rec)
+        failed = False
         if status is not None:
             ts = type(status)
             key = status if ts is int or ts is str else str(status)
             pane.status[key] = pane.status.get(key, 0) + 1
             if (ts is int and status >= 400) or (ts is str and status.isdigit() and int(status) >= 400):
-                pane.errors += 1
+                failed = True
             elif err is not None and err is not False and err != "":
-                pane.errors += 1
+                failed = True
         elif err is not None and err is not False and err != "":
+            failed = True
+        if failed:
             pane.errors += 1
 
         num = pane.num
@@ -348,6 +374,7 @@ class Monitor:
 
         k = self._k_feedback
         fb = rec.get(k) if k is not None else self._feedback(rec)
+        score = None
         if fb is not None:
             score = _feedback_score(fb)
             if score is not None:
@@ -356,12 +383,19 @@ class Monitor:
 
         k = self._k_label
         label = rec.get(k) if k is not None else self._label(rec)
+        correct = None
         if label is not None:
             pred = self._prediction(rec)
             if pred is not None:
                 pane.acc_n += 1
-                if _norm_answer(label) == _norm_answer(pred):
+                correct = _norm_answer(label) == _norm_answer(pred)
+                if correct:
                     pane.acc_ok += 1
+
+        if pane.groups is not None:
+            k = self._k_by
+            pane.groups.add(rec.get(k) if k is not None else self._by(rec), failed, self._latency(rec),
+                            self._ttft(rec), correct, score)
 
         k = self._k_model
         model = rec.get(k) if k is not None else self._model(rec)
@@ -401,17 +435,19 @@ class Monitor:
         closed, closed_index = self.pane, self.pane_index
         for sk in closed.num.values():
             sk.compact()
+        if closed.groups is not None:
+            closed.groups.compact()
         if cfg.window_kind == "count":
             closed_index = (closed.first_seq - 1) // int(cfg.pane_size)
         self.panes.append((closed_index, closed))
         while self.panes and self.panes[0][0] <= closed_index - cfg.panes_per_window:
             self.panes.popleft()
-        self.pane = Pane()
+        self.pane = self._new_pane()
         self.pane_index = next_index
         if len(self.panes) == 1:
             window = closed
         else:
-            window = Pane()
+            window = self._new_pane()
             for _, p in self.panes:
                 window.merge(p, self.rng, cfg.embed_sample)
         if cfg.window_kind == "time":
@@ -502,6 +538,12 @@ class Monitor:
             rec["model"] = w.model
         if cfg.drift:
             rec["drift"], rec["drifted_fields"] = self._drift(w)
+        if w.groups is not None:
+            ref = self.reference.groups if cfg.drift and self.reference is not None else None
+            rec["by"] = summarize(w.groups, ref, field=cfg.by, top=cfg.top_groups, min_group=cfg.min_group,
+                                  quantiles=cfg.quantiles, latency_name=_short(cfg.latency_field, "latency_ms"),
+                                  ttft_name=_short(cfg.ttft_field, "ttft_ms"), psi_bins=cfg.psi_bins,
+                                  psi_threshold=cfg.psi_threshold, ks_pvalue=cfg.ks_pvalue, ks_max_n=cfg.ks_max_n)
         return rec
 
     def _drift(self, w: Pane) -> tuple[dict | None, list[str]]:
@@ -632,6 +674,10 @@ def _lookup(record: dict, window: Pane) -> Callable[[tuple], Any]:
                 return record[name]
             return get_field(record, name)
         _, fn, fld, extra = node
+        if fn in ("gap", "ratio"):
+            return group_value(record, fn, fld)
+        if fn in ("min", "max") and record.get("by") and fld in record["by"]["disparity"]:
+            return group_value(record, fn, fld)
         if fn in ("psi", "ks", "ks_p", "js", "emb"):
             entry = (record.get("drift") or {}).get(fld) or (record.get("drift") or {}).get(f"vocab:{fld}")
             return entry.get(fn) if entry else None
