@@ -85,6 +85,7 @@ EXTRA_HINT = {
     "embed": "pip install 'llmtools[embed]'",
     "redis": "pip install 'llmtools[redis]'",
     "parquet": "pip install 'llmtools[parquet]'",
+    "spark": "pip install 'llmtools[spark]'",
 }
 
 

@@ -226,3 +226,31 @@ def _env_api_key(names: tuple[str, ...]) -> str | None:
     from llmtools.models.loading import api_key_from_env
 
     return api_key_from_env(names)
+
+
+def engine_options(fn: Callable) -> Callable:
+    """Add --engine, --master, --spark-conf, --compress; pass `engine: EngineConfig`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from llmtools.engines import EngineConfig
+
+        kwargs["engine"] = EngineConfig(kwargs.pop("engine_name"), kwargs.pop("spark_master"),
+                                        kwargs.pop("spark_conf"), kwargs.pop("compress"))
+        return fn(*args, **kwargs)
+
+    opts = [
+        click.option("--engine", "engine_name", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+                     help="Where to run: this process, or Apache Spark (pip install 'llmtools[spark]'; needs Java 17+). "
+                          "With spark, FILES are paths or globs Spark reads (local, hdfs://, s3a://, .gz), -o and "
+                          "--rejects name folders of part files, and stdin/stdout are not used."),
+        click.option("--master", "spark_master", metavar="URL", envvar="SPARK_MASTER", default="local[*]",
+                     show_default="$SPARK_MASTER or local[*]",
+                     help="--engine spark: the cluster (local[N], spark://HOST:PORT, yarn, k8s://...)."),
+        click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
+                     help="--engine spark: a Spark setting, e.g. spark.executor.memory=4g (repeatable)."),
+        click.option("--compress", is_flag=True, help="--engine spark: gzip the part files (part-NNNNN.jsonl.gz)."),
+    ]
+    for opt in reversed(opts):
+        wrapper = opt(wrapper)
+    return wrapper

@@ -1,0 +1,62 @@
+"""Engines: where records are processed.
+
+`local` (the default) runs an ops function in this process over the records of `Job`;
+`spark` runs the same function on Apache Spark over the partitions of files that Spark reads
+(local paths, hdfs://, s3a://, globs, .gz). An ops function never learns which one runs it:
+it gets an iterator of records and a `reject(record, reason, **detail)` callback, yields the
+records to keep, and may `return` a summary object (its statistics) that the engine hands back,
+one per partition.
+
+pyspark is imported only by `engines.spark`, and only when `--engine spark` is chosen.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable
+
+from llmtools.errors import UsageError
+
+ENGINES = ("local", "spark")
+
+
+class EngineConfig:
+    """The engine options of one command: `--engine`, `--master`, `--spark-conf`, `--compress`."""
+
+    def __init__(self, name: str = "local", master: str | None = None, conf: Iterable[str] = (), compress: bool = False):
+        self.name = name
+        self.master = master or os.environ.get("SPARK_MASTER") or "local[*]"
+        self.compress = compress
+        self.conf: list[tuple[str, str]] = []
+        for item in conf:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--spark-conf '{item}': expected KEY=VALUE, e.g. spark.executor.memory=4g")
+            self.conf.append((key.strip(), value))
+        if name != "spark" and (self.conf or compress):
+            raise UsageError("--spark-conf and --compress need --engine spark")
+
+    @property
+    def spark(self) -> bool:
+        return self.name == "spark"
+
+    def check_io(self, inputs: Iterable[str], output: str | None, what: str = "-o DIR") -> None:
+        """stdin and stdout mean nothing to a cluster: say what to pass instead (exit 2)."""
+        inputs = list(inputs)
+        if not inputs or "-" in inputs:
+            raise UsageError("--engine spark reads files Spark can reach, not stdin: give the input paths or globs "
+                             "(local, hdfs://, s3a://; .gz included), e.g. 'data/*.jsonl.gz'")
+        if output in (None, "-"):
+            raise UsageError(f"--engine spark writes a folder of part files, not stdout: give {what}")
+
+
+def run_records(engine: EngineConfig, io: Any, job: Any, fn: Callable, command: str, params: dict | None = None) -> list[Any]:
+    """Run the ops function `fn(records, reject)` on the chosen engine; returns what it returned,
+    one item per partition (one in all, locally)."""
+    if engine.spark:
+        from llmtools.engines import spark
+
+        return spark.run_records(engine, io, job, fn, command, params)
+    from llmtools.engines import local
+
+    return local.run_records(job, fn)

@@ -1,0 +1,25 @@
+"""The local engine: one process, records streamed through `Job` (stdin or files in, stdout or
+an atomic -o file out)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from llmtools.io import Job
+
+PartitionFn = Callable[[Iterator[dict], Callable[..., None]], Iterator[dict]]
+
+
+def run_records(job: Job, fn: PartitionFn) -> list[Any]:
+    """Run `fn(records, reject)` over all of the job's records, writing what it yields.
+
+    The whole input is one partition: the result is a one-item list holding what `fn` returned
+    (its statistics), as `engines.spark.run_records` returns one per partition."""
+    results: list[Any] = []
+
+    def records() -> Iterator[dict]:
+        results.append((yield from fn(job.records(), job.reject)))
+
+    with job:
+        job.write_all(records())
+    return results
