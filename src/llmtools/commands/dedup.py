@@ -120,8 +120,10 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
         llmtools dedup --index 'redis://127.0.0.1:6379/0?name=web' --id-field url part-3.jsonl
 
     \b
-    Exit codes: 0 ok, 2 bad option or an index built with other settings, 3 bad input line
-    (per --on-error) or an unreadable index or reference file, 4 the redis package is missing.
+    Exit codes: 0 ok, 2 bad option or an index built with other settings (a Redis index with
+    other LSH bands than --bands/--recall-target ask for; a file index is re-banded), 3 bad
+    input line (per --on-error) or an unreadable index or reference file, 4 the redis package
+    is missing.
     """
     from llmtools.ops import dedup as ops
 
