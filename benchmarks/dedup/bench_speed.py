@@ -36,17 +36,18 @@ def shingles(text: str) -> list[bytes]:
     return [" ".join(toks[i : i + 5]).encode() for i in range(max(1, len(toks) - 4))]
 
 
-def run_cli(args: list[str], stdin=None) -> tuple[float, float]:
-    """(wall s, CPU s of the process and its waited-for workers)."""
+def run_cli(args: list[str], stdin=None, src: str | None = None) -> tuple[float, float]:
+    """(wall s, CPU s of the process and its waited-for workers); `src`: run llmtools from there."""
+    env = dict(os.environ, PYTHONPATH=src) if src else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "llmtools", *args], check=True, stdin=stdin, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "llmtools", *args], check=True, stdin=stdin, stdout=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def bench(name: str, docs: list[str], tmp: str) -> list[tuple[str, float, float | None]]:
+def bench(name: str, docs: list[str], tmp: str, baseline: str | None = None) -> list[tuple[str, float, float | None]]:
     from datasketch import MinHash
 
     from llmtools.ops.dedup import DedupOptions, Deduper, Shingler
@@ -85,6 +86,14 @@ def bench(name: str, docs: list[str], tmp: str) -> list[tuple[str, float, float 
             wall, cpu = run_cli(["dedup", "--jobs", str(jobs), path])
             best = (wall, cpu) if best is None or wall < best[0] else best
         rows.append((f"`llmtools dedup --jobs {jobs}` end to end (incl. start-up)", len(docs) / best[0], len(docs) / best[1]))
+    if baseline:  # --jobs 1, this tree and the baseline alternating, best CPU of 3 each
+        runs: dict = {"this tree": [], "baseline": []}
+        for _ in range(3):
+            for label, src in (("this tree", None), ("baseline", baseline)):
+                runs[label].append(run_cli(["dedup", path], src=src))
+        for label, got in runs.items():
+            wall, cpu = min(got, key=lambda x: x[1])
+            rows.append((f"`llmtools dedup` end to end, {label}, alternating (best CPU of 3)", len(docs) / wall, len(docs) / cpu))
     return rows
 
 
@@ -92,6 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=20000)
     ap.add_argument("--corpus", choices=["overlap", "mixed", "both"], default="both")
+    ap.add_argument("--baseline", help="src folder of another llmtools (e.g. main's) to run alternately, end to end")
     args = ap.parse_args()
     corpora = {"overlap": kb_docs, "mixed": mixed_docs}
     names = list(corpora) if args.corpus == "both" else [args.corpus]
@@ -105,7 +115,7 @@ def main() -> None:
         for name in names:
             docs = corpora[name](args.docs)
             avg = sum(len(d) for d in docs) / len(docs)
-            rows = bench(name, docs, tmp)
+            rows = bench(name, docs, tmp, args.baseline)
             base = rows[0][1]
             print(f"\n{name}: {len(docs)} docs, mean {avg:.0f} chars, 128 perms, word 5-grams, cpus={os.cpu_count()}, "
                   f"load average {os.getloadavg()[0]:.1f}")

@@ -250,3 +250,38 @@ def test_against_uses_recall_bands(cli, tmp_path):
     assert ids(res)[-1] == "clean" and len(ids(res)) <= 2
     entries = read_jsonl(rejects)
     assert all(e["reason"] == "contaminated" and e["similarity"] >= 0.8 for e in entries)
+
+
+@pytest.mark.slow
+def test_containment_candidates_are_weighted_for_recall(tmp_path):
+    """A 56-word passage with its middle word changed, lifted into 240 words of other text: the
+    windows inside it are at containment ~0.84. datasketch's LSH Ensemble at its default
+    weights (what --recall-target 0.5 gives) finds about half; weighted by the recall target,
+    all. Unrelated records are never caught."""
+    from llmtools.ops.dedup import DedupOptions, dedup
+
+    vocab = [f"{a}{b}{c}" for a in "bcdfgklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai", "ou") for c in "nrstlmkx"]
+    rng = random.Random(31)
+
+    def text(n):
+        return " ".join(rng.choice(vocab) for _ in range(n))
+
+    refs = [text(rng.randint(70, 120)) for _ in range(60)]
+    ref_path = tmp_path / "refs.jsonl"
+    ref_path.write_text(jsonl([{"text": r} for r in refs]))
+    recs = []
+    for i, ref in enumerate(refs):
+        toks = ref.split()
+        start = rng.randrange(len(toks) - 56)
+        passage = toks[start : start + 56]
+        passage[28] = rng.choice(vocab)
+        recs.append({"id": f"p{i}", "text": text(120) + " " + " ".join(passage) + " " + text(120)})
+    recs += [{"id": f"u{i}", "text": text(296)} for i in range(30)]
+    caught = {}
+    for target in (0.5, 0.99):
+        opts = DedupOptions(against=(str(ref_path),), containment=0.8, mark=True, recall_target=target)
+        out = list(dedup([dict(r) for r in recs], opts))
+        caught[target] = {r["id"] for r in out if "contaminated" in r}
+        assert not any(i.startswith("u") for i in caught[target])
+    assert len(caught[0.99]) == 60
+    assert len(caught[0.5]) <= 50, len(caught[0.5])

@@ -161,3 +161,26 @@ def test_redis_index_without_recorded_bands_keeps_its_old_bands(cli, redis_url):
     assert "using the index's 9x13 LSH bands" in res.stderr and "lsh bands=9x13" in res.stderr
     asked = cli(["dedup", "--index", url, "--recall-target", "0.999"], input=text)
     assert asked.exit_code == 2 and "built with 9x13" in asked.stderr
+
+
+def test_redis_decisions_equal_the_in_memory_index(cli, redis_url):
+    """Batched Redis lookups (records of one batch seeing each other through a local table)
+    decide exactly as the in-memory index: same records kept, same dup_of."""
+    from tests.dedup.test_bands import _edited_pairs
+
+    rng = random.Random(4)
+    recs = _edited_pairs(13, 120, edits=3)
+    for r in list(recs[:60]):  # copies of copies and a few near misses
+        toks = r["text"].split()
+        for _ in range(rng.choice([1, 2, 8])):
+            toks[rng.randrange(len(toks))] = "zz"
+        recs.append({"id": r["id"] + "x", "text": " ".join(toks)})
+    rng.shuffle(recs)
+    data = "".join(json.dumps(r) + "\n" for r in recs)
+    local = cli(["dedup", "--id-field", "id", "--mark"], input=data)
+    shared = cli(["dedup", "--id-field", "id", "--mark", "--index", redis_url + "?name=same"], input=data)
+    assert local.exit_code == 0 and shared.exit_code == 0, shared.stderr
+    assert shared.records() == local.records()
+    assert sum(r["is_duplicate"] for r in local.records()) >= 100
+    again = cli(["dedup", "--id-field", "id", "--index", redis_url + "?name=same"], input=data)
+    assert again.exit_code == 0 and again.records() == []  # everything is in the index now

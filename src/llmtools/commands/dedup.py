@@ -51,7 +51,8 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @click.option("--seed", type=int, default=1, show_default=True, help="MinHash permutation seed (an index remembers it).")
 @click.option("--recall-target", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.99, show_default=True,
               help="Choose the LSH bands so that a pair at exactly --threshold is a candidate with at least this "
-                   "probability (the fewest, longest bands that do; -v prints them). Candidates are then verified.")
+                   "probability (the fewest, longest bands that do; -v prints them). Candidates are then verified. "
+                   "With --containment it is the LSH Ensemble's weight on misses.")
 @click.option("--bands", "bands", metavar="BxR", callback=_bands,
               help="LSH bands explicitly: B bands of R signature rows (B*R <= --num-perm), e.g. 9x13 "
                    "(datasketch's choice for 0.8, the bands before --recall-target). Overrides --recall-target.")
@@ -120,8 +121,10 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
         llmtools dedup --index 'redis://127.0.0.1:6379/0?name=web' --id-field url part-3.jsonl
 
     \b
-    Exit codes: 0 ok, 2 bad option or an index built with other settings, 3 bad input line
-    (per --on-error) or an unreadable index or reference file, 4 the redis package is missing.
+    Exit codes: 0 ok, 2 bad option or an index built with other settings (a Redis index with
+    other LSH bands than --bands/--recall-target ask for; a file index is re-banded), 3 bad
+    input line (per --on-error) or an unreadable index or reference file, 4 the redis package
+    is missing.
     """
     from llmtools.ops import dedup as ops
 
