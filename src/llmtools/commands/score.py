@@ -26,7 +26,7 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command(context_settings={"max_content_width": 100})
-@options.io_options(field=False)
+@options.io_options(field=False, schema=True)
 @click.option("--metric", "metric_specs", multiple=True, metavar="NAMES", help="Metrics to compute (see above); comma-separated, repeatable.  [default: exact_match,bleu,chrf,rouge]")
 @click.option("--prediction-field", default="prediction", show_default=True, metavar="PATH", help="The system output.")
 @click.option("--reference-field", default="reference", show_default=True, metavar="PATH", help="The reference: a string, or a list of strings for several references (counts may differ per record).")
@@ -90,9 +90,13 @@ Examples:
   llmtools score --metric perplexity -m runs/v1 --text-field text --summary ppl.json < heldout.jsonl
 
 \b
+With --schema (and --on-error fail) the input is read once first, so a record that does
+not fit stops the run before any model is loaded; stdin is kept in a temp file for that.
+
+\b
 Exit codes: 0 ok; 1 a --fail-under/--fail-over gate failed (each failed gate is named on
-stderr; records and summary are still written); 2 usage; 3 bad input; 4 missing model or
-dependency.
+stderr; records and summary are still written); 2 usage; 3 bad input (or a record
+--schema rejects); 4 missing model or dependency.
 """
     from llmtools.ops import score as ops
 
@@ -111,6 +115,8 @@ dependency.
 
         return _load(embedder_ref)
 
+    if io.schema is not None and io.on_error == "fail":
+        io.check_first()  # the whole input fits --schema before any model is loaded (stdin is read twice)
     scorer = ops.Scorer(cfg, model_loader=model.load, judge_loader=lambda: model.load(judge_ref),
                         embedder_loader=load_embedder)
     ops.check_gate_names(gates, scorer)
