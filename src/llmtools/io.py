@@ -339,8 +339,22 @@ def number_lines(lines: Iterable[bytes | None]) -> Iterator[tuple[int, bytes | N
 
 
 def read_jsonl(path: str) -> Iterator[dict]:
-    """Read a side file (reference set, config data) strictly: any bad line is exit 3."""
+    """Read a side file (reference set, eval set) strictly: any bad line is exit 3. A Parquet,
+    Arrow, CSV/TSV or text file (by extension) is read as Job reads it."""
     name = source_name(path)
+    from llmtools import formats
+
+    fmt = formats.detect(path)
+    if fmt != "jsonl":
+        for loc, value, reason, _raw in formats.read(path, fmt, formats.ReadOptions()):
+            if type(loc) is tuple:
+                name, loc = loc
+            if reason is None and not isinstance(value, dict):
+                reason = f"expected an object, got {type(value).__name__}"
+            if reason:
+                raise BadInputError(reason, where=f"{name}:{loc}" if loc is not None else name)
+            yield value
+        return
     for lineno, raw in iter_lines(path):
         value, reason = loads_line(raw)
         if reason is None and not isinstance(value, dict):
@@ -531,6 +545,7 @@ class Job:
         # --schema: (path, message) of the first violation in a record, or None.
         self.schema = schema
         self.row_group_size = row_group_size
+        self._names: dict[str, str] = {}  # a temp file holding stdin (check_first) -> "<stdin>"
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self._where: dict[int, tuple[str, int]] = {}
@@ -553,16 +568,22 @@ class Job:
             if w is not None:
                 # A rejects file keeps what was rejected even when the run fails: no lost data.
                 w.close(ok or w is self._rejects)
+        for tmp in self._names:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
     # -- reading
     def records(self) -> Iterator[dict]:
         """Stream records from every input, applying the bad-line policy (and --schema)."""
         plan = self._plan()
+        checked = self.schema is None  # with --schema, the schema is checked first, then the field
         if plan is None:  # JSONL only: straight to the fast loop
-            records = self._jsonl_records(self._sources())
+            records = self._jsonl_records(self._sources(), checked)
         else:
-            records = self._planned_records(plan)
-        return records if self.schema is None else self._schema_checked(records)
+            records = self._planned_records(plan, checked)
+        return records if checked else self._schema_checked(records)
 
     def _plan(self) -> list[tuple[str, str]] | None:
         """(path, format) of each input, or None when every input is JSONL."""
@@ -575,22 +596,25 @@ class Job:
         plan = [(path, formats.detect(path, override)) for path in self.inputs]
         return None if all(fmt == "jsonl" for _, fmt in plan) else plan
 
-    def _planned_records(self, plan: list[tuple[str, str]]) -> Iterator[dict]:
+    def _planned_records(self, plan: list[tuple[str, str]], checked: bool = True) -> Iterator[dict]:
         from llmtools import formats
 
         opts = self.read_options or formats.ReadOptions()
         if self.field and opts.text_field != self.field and top_key(self.field) is not None:
             opts = formats.ReadOptions(opts.format, opts.csv_types, opts.txt_paragraphs, self.field)
         for path, fmt in plan:
+            name = self._names.get(path) or source_name(path)
             if fmt == "jsonl":
-                yield from self._jsonl_records([(source_name(path), iter_lines(path))])
+                yield from self._jsonl_records([(name, iter_lines(path))], checked)
             else:
-                yield from self._table_records(source_name(path), formats.read(path, fmt, opts))
+                yield from self._table_records(name, formats.read(path, fmt, opts), checked)
 
-    def _table_records(self, name: str, items: Iterable[tuple[Any, Any, str | None, Any]]) -> Iterator[dict]:
+    def _table_records(self, name: str, items: Iterable[tuple[Any, Any, str | None, Any]],
+                       checked: bool = True) -> Iterator[dict]:
         """Records of a source in another format (formats.read), with the same checks as JSONL."""
         where_of, locate = self._where, self._locating
-        field = self.field if self.validate is None else None
+        validate = self.validate if checked else None
+        field = self.field if validate is None and checked else None
         self._source = name
         n_in = 0
         try:
@@ -605,8 +629,8 @@ class Job:
                 if reason is not None:
                     self._bad(where, reason, raw=raw)
                     continue
-                if self.validate is not None:
-                    reason = self.validate(value)
+                if validate is not None:
+                    reason = validate(value)
                 elif field:
                     reason = check_text(value, field)
                 if reason is not None and not self._bad(where, reason, record=value):
@@ -621,7 +645,7 @@ class Job:
 
     def _schema_checked(self, records: Iterator[dict]) -> Iterator[dict]:
         """--schema: a record that does not fit is a bad record (reason `schema`, with the path)."""
-        check = self.schema
+        check, validate, field = self.schema, self.validate, self.field
         assert check is not None
         for record in records:
             problem = check(record)
@@ -630,10 +654,17 @@ class Job:
                 self.counts["schema"] += 1
                 if not self._bad(self.where(record), "schema", record=record, path=path, message=message):
                     continue
+            else:  # then what the command itself needs of a record
+                reason = validate(record) if validate is not None else check_text(record, field) if field else None
+                if reason is not None and not self._bad(self.where(record), reason, record=record):
+                    continue
             yield record
 
-    def _jsonl_records(self, sources: Iterable[tuple[str, Iterable[tuple[int, bytes | None]]]]) -> Iterator[dict]:
-        """The JSONL records of `sources` (name, numbered raw lines), applying the bad-line policy."""
+    def _jsonl_records(self, sources: Iterable[tuple[str, Iterable[tuple[int, bytes | None]]]],
+                       checked: bool = True) -> Iterator[dict]:
+        """The JSONL records of `sources` (name, numbered raw lines), applying the bad-line policy
+        (and the field check or `validate`, unless not `checked`: --schema does them later)."""
+        validate, text_field = (self.validate, self.field) if checked else (None, None)
         # The per-line work is kept in this one loop, with everything it uses in locals: at
         # ~1 µs per short line all told, every attribute lookup and call layer shows.
         loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
@@ -642,7 +673,7 @@ class Job:
         # Where each record came from matters only to --rejects and to where(): not tracked
         # when neither will ask (saves a table insert and delete per record).
         locate = self._locating
-        field = self.field if self.validate is None else None
+        field = text_field if validate is None else None
         fast_key = top_key(field) if field else None
         n_in = 0
         try:
@@ -678,10 +709,10 @@ class Job:
                     if fast_key is not None and type(value.get(fast_key)) is str:
                         pass
                     else:
-                        if self.validate is not None:
-                            reason = self.validate(value)
-                        elif self.field:
-                            reason = check_text(value, self.field)
+                        if validate is not None:
+                            reason = validate(value)
+                        elif text_field:
+                            reason = check_text(value, text_field)
                         if reason is not None and not self._bad(f"{name}:{lineno}", reason, record=value):
                             continue
                     # Where each record came from, for --rejects. Bounded, so memory stays flat
@@ -701,7 +732,28 @@ class Job:
             yield source_name(self.inputs[0]), number_lines(self.lines)
             return
         for path in self.inputs:
-            yield source_name(path), iter_lines(path)
+            yield self._names.get(path) or source_name(path), iter_lines(path)
+
+    def check_first(self) -> None:
+        """Read every input once before the real pass, so that bad input (a record --schema
+        rejects, say) fails the run now: score calls it before any model is loaded. stdin is
+        kept in a temp file for the second pass. Counts start again from zero."""
+        if "-" in self.inputs and self.lines is None:
+            import shutil
+            import tempfile
+
+            from llmtools.formats import open_binary
+
+            src = open_binary("-")  # decompressed, so the copy reads as plain JSONL
+            with tempfile.NamedTemporaryFile(prefix="llmtools-stdin-", delete=False) as tmp:
+                self._names[tmp.name] = "<stdin>"
+                shutil.copyfileobj(src, tmp, 1 << 20)
+            self.inputs = [tmp.name if p == "-" else p for p in self.inputs]
+        counts, reasons = self.counts.copy(), self.reasons.copy()
+        for _ in self.records():
+            pass
+        self.counts, self.reasons = counts, reasons
+        self._where.clear()
 
     @property
     def _locating(self) -> bool:

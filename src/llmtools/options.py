@@ -27,6 +27,19 @@ class IOConfig:
         self.csv_types: tuple[str, ...] = kw.pop("csv_types", ()) or ()
         self.txt_paragraphs: bool = kw.pop("txt_paragraphs", False)
         self.row_group_size: int | None = kw.pop("row_group_size", None)
+        self.schema_path: str | None = kw.pop("schema", None)
+        self._schema: Any = None
+        self._names: dict[str, str] = {}  # stdin kept in a temp file by check_first()
+
+    @property
+    def schema(self) -> Any:
+        """The --schema check (llmtools.schema.SchemaCheck), loaded once; None without --schema.
+        A missing or invalid schema is exit 2, before any input is read."""
+        if self.schema_path and self._schema is None:
+            from llmtools.schema import load
+
+            self._schema = load(self.schema_path)
+        return self._schema
 
     def read_options(self) -> Any:
         """formats.ReadOptions for the inputs (checks --csv-types: a bad one is exit 2)."""
@@ -34,6 +47,14 @@ class IOConfig:
 
         return ReadOptions(format=self.input_format, csv_types=parse_csv_types(self.csv_types),
                            txt_paragraphs=self.txt_paragraphs, text_field=self.field)
+
+    def check_first(self) -> None:
+        """Read every input once now, checking --schema (and that each record parses): bad data
+        fails the run before a command loads any model. stdin is kept in a temp file for the
+        real pass (the job that reads it deletes it)."""
+        job = self.job(field=None, output=None, rejects=None, on_error="fail")
+        job.check_first()
+        self.inputs, self._names = tuple(job.inputs), dict(job._names)
 
     def job(self, **overrides: Any) -> Job:
         kw = dict(
@@ -48,13 +69,16 @@ class IOConfig:
             command=f"llmtools {self.command}",
             read_options=self.read_options(),
             row_group_size=self.row_group_size,
+            schema=self.schema,
         )
         kw.update(overrides)
-        return Job(**kw)
+        job = Job(**kw)
+        job._names.update(self._names)
+        return job
 
 
 _IO_KEYS = ("inputs", "output", "field", "on_error", "rejects", "unbuffered", "quiet", "verbose", "input_format",
-            "csv_types", "txt_paragraphs", "row_group_size")
+            "csv_types", "txt_paragraphs", "row_group_size", "schema")
 
 # = formats.FORMAT_CHOICES (a test checks), spelled here so --help imports nothing more
 INPUT_FORMATS = ("auto", "jsonl", "parquet", "arrow", "csv", "tsv", "txt")
@@ -69,11 +93,12 @@ def io_options(
     inputs: bool = True,
     format_flag: bool = True,
     table_output: bool = True,
+    schema: bool = False,
 ) -> Callable:
     """Add FILES..., -o, --field, --on-error, --rejects, --unbuffered, -q, -v and the input-format
     options (--format, also spelled --input-format; only the latter with `format_flag=False`,
     for a command whose --format means something else), and --row-group-size when -o writes
-    records (`table_output`); pass `io: IOConfig`."""
+    records (`table_output`), and --schema FILE with `schema`; pass `io: IOConfig`."""
 
     def decorator(fn: Callable) -> Callable:
         opts = [
@@ -106,6 +131,12 @@ def io_options(
                 click.option("--txt-paragraphs", "txt_paragraphs", is_flag=True,
                              help=".txt input: one record per blank-line-separated paragraph, not per line."),
             ]
+        if schema:
+            opts.append(click.option(
+                "--schema", "schema", metavar="FILE", type=click.Path(dir_okay=False),
+                help="Check every record against this JSON Schema (draft 2020-12 unless its $schema says; JSON or "
+                     "YAML): a record that does not fit is bad input (reason `schema`, with the failing path and "
+                     "message), handled by --on-error."))
         if table_output:
             opts.insert(1, click.option(
                 "--row-group-size", "row_group_size", type=click.IntRange(1), default=65536, show_default=True, metavar="N",

@@ -90,7 +90,7 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
 @options.model_options("--base", dest="base", help="Model to start from: a HF directory, a .gguf file or a registry name.",
                        api_key=None, trust_pickle=False)
 @options.io_options(field_help="Text field of `text` records (dotted path).", output_help="Directory to write the trained model to (required).",
-                    output_metavar="DIR", format_flag=False, table_output=False)
+                    output_metavar="DIR", format_flag=False, table_output=False, schema=True)
 @click.option("--format", "format", type=click.Choice(FORMATS), default="auto", help="Record shape; auto detects it from the first record.")
 @click.option("--prompt-field", default="prompt", metavar="PATH", help="Prompt field of prompt/completion records.")
 @click.option("--completion-field", default="completion", metavar="PATH", help="Completion field of prompt/completion records.")

@@ -38,8 +38,10 @@ def _regexes(values: tuple[str, ...], option: str) -> list[re.Pattern]:
 
 
 @click.command("normalize")
-@options.io_options()
+@options.io_options(schema=True)
 @options.engine_options
+@click.option("--schema-only", is_flag=True,
+              help="With --schema: only check the records; they pass through unchanged (no steps, no filters).")
 @click.option("--steps", "steps", multiple=True, metavar="SPEC",
               help="Steps to run: `+name`/`-name` change the defaults (`+lowercase,-mojibake`), a bare list "
                    "replaces them (`nfc,whitespace`); `default`, `all`, `none` are groups. Repeatable.")
@@ -85,7 +87,7 @@ def cli(io: options.IOConfig, engine: Any, steps: tuple[str, ...], newlines: str
         keep_empty: bool, min_chars: int | None, max_chars: int | None, min_words: int | None,
         max_words: int | None, include: tuple[str, ...], exclude: tuple[str, ...], langs: tuple[str, ...],
         lang_threshold: float, quality: bool, quality_skip: tuple[str, ...], quality_set: tuple[str, ...],
-        explain: bool) -> None:
+        explain: bool, schema_only: bool) -> None:
     """Clean, normalize, filter and redact text records.
 
     Rewrites the text field (--field) of each JSONL record; every other field is kept as it
@@ -130,6 +132,8 @@ def cli(io: options.IOConfig, engine: Any, steps: tuple[str, ...], newlines: str
         llmtools normalize --steps +dates,+currency --date-order dmy invoices.jsonl
         llmtools normalize --lang en --min-words 3 --quality --rejects dropped.jsonl web.jsonl.gz
         llmtools normalize --field messages.0.content --steps nfkc,whitespace chat.jsonl
+        llmtools normalize --field body export.csv.gz -o clean.parquet
+        llmtools normalize --schema tickets.schema.json --schema-only --rejects bad.jsonl data/train
 
     \b
     Environment:
@@ -152,10 +156,14 @@ def cli(io: options.IOConfig, engine: Any, steps: tuple[str, ...], newlines: str
 
     \b
     Exit codes: 0 ok, 2 bad option (unknown step, invalid regex, unknown language
-    code or phone region; stdin or stdout with --engine spark), 3 bad input line (per
-    --on-error), 4 py3langid missing (--lang), phonenumbers or email-validator missing
-    (--redact), pyspark or Java missing (--engine spark).
+    code or phone region; a --schema that is not a valid JSON Schema; stdin or stdout with
+    --engine spark), 3 bad input line or a record --schema rejects (per --on-error), 4
+    py3langid missing (--lang), phonenumbers or email-validator missing (--redact), pyarrow
+    missing (Parquet), pyspark or Java missing (--engine spark).
     """
+    if schema_only:
+        _check_only(io)
+        return
     from llmtools.ops import normalize as ops
 
     try:
@@ -213,6 +221,16 @@ def cli(io: options.IOConfig, engine: Any, steps: tuple[str, ...], newlines: str
     rows.update((f"step {name}", stats.steps.get(name, 0)) for name in chosen)
     rows.update((f"pii {kind}", n) for kind, n in sorted(stats.pii.items()))
     job.summary(rows)
+
+
+def _check_only(io: options.IOConfig) -> None:
+    """--schema-only: every record that fits passes through unchanged; the text field is not
+    required (the schema says what is)."""
+    if not io.schema_path:
+        raise UsageError("--schema-only needs --schema FILE")
+    with io.job(field=None) as job:
+        job.write_all(job.records())
+    job.summary({"schema failures": job.counts["schema"], "checked by": io.schema.engine})
 
 
 def _check_langs(ops: Any, codes: frozenset[str]) -> None:

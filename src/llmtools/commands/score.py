@@ -26,7 +26,7 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command(context_settings={"max_content_width": 100})
-@options.io_options(field=False)
+@options.io_options(field=False, schema=True)
 @click.option("--metric", "metric_specs", multiple=True, metavar="NAMES", help="Metrics to compute (see above); comma-separated, repeatable.  [default: exact_match,bleu,chrf,rouge]")
 @click.option("--prediction-field", default="prediction", show_default=True, metavar="PATH", help="The system output.")
 @click.option("--reference-field", default="reference", show_default=True, metavar="PATH", help="The reference: a string, or a list of strings for several references (counts may differ per record).")
@@ -103,9 +103,13 @@ paired-bootstrap p-values against the best and between every two). Groups under 
 records are listed but not gated (`small_groups`). Keeps one group index per record per field.
 
 \b
+With --schema (and --on-error fail) the input is read once first, so a record that does
+not fit stops the run before any model is loaded; stdin is kept in a temp file for that.
+
+\b
 Exit codes: 0 ok; 1 a --fail-under/--fail-over/--max-gap gate failed (each failed gate is named on
-stderr; records and summary are still written); 2 usage; 3 bad input; 4 missing model or
-dependency.
+stderr; records and summary are still written); 2 usage; 3 bad input (or a record
+--schema rejects); 4 missing model or dependency.
 """
     from llmtools.ops import score as ops
 
@@ -125,6 +129,8 @@ dependency.
 
         return _load(embedder_ref)
 
+    if io.schema is not None and io.on_error == "fail":
+        io.check_first()  # the whole input fits --schema before any model is loaded (stdin is read twice)
     scorer = ops.Scorer(cfg, model_loader=model.load, judge_loader=lambda: model.load(judge_ref),
                         embedder_loader=load_embedder)
     ops.check_gate_names(gates, scorer)

@@ -115,6 +115,9 @@ def read_inputs(job: Job, fields: data.Fields, settings: Settings, eval_file: st
         eval_records = []
         for i, rec in enumerate(read_jsonl(eval_file), 1):
             reason = data.check_record(rec, fmt, fields)
+            problem = job.schema(rec) if reason is None and job.schema is not None else None
+            if problem is not None:
+                reason = f"schema: {problem[0] or 'the record'}: {problem[1]}"
             if reason:
                 raise errors.BadInputError(reason, where=f"{eval_file}:{i}")
             eval_records.append(rec)
