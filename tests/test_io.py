@@ -78,6 +78,18 @@ def test_skip_writes_every_bad_line_to_rejects(tmp_path):
     assert all(r["source"] == path for r in rej)
 
 
+@pytest.mark.parametrize("mode", ["skip", "keep"])
+def test_rejects_hold_every_line_that_is_not_an_object(tmp_path, mode):
+    # `null` used to leave an entry with neither `record` nor `raw`: the line was lost.
+    path = _write(tmp_path, "in.jsonl", b'{"text": "a"}\nnull\n[1, 2]\n"s"\n42\nfalse\n')
+    rejects = tmp_path / "rej.jsonl"
+    with lio.Job([path], on_error=mode, rejects=str(rejects), quiet=True) as job:
+        assert list(job.records()) == [{"text": "a"}]
+    entries = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
+    originals = [e["record"] if "record" in e else orjson.loads(e["raw"]) for e in entries]
+    assert originals == [None, [1, 2], "s", 42, False] and [e["line"] for e in entries] == [2, 3, 4, 5, 6]
+
+
 def test_keep_passes_objects_through_unchanged(tmp_path):
     path = _write(tmp_path, "in.jsonl", BAD)
     with lio.Job([path], on_error="keep", quiet=True) as job:

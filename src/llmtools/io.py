@@ -577,7 +577,8 @@ class Job:
                         self._bad(f"{name}:{lineno}", reason, raw=raw)
                         continue
                     if type(value) is not dict:
-                        self._bad(f"{name}:{lineno}", f"expected a JSON object, got {type(value).__name__}", record=value)
+                        # raw too: a `null` line has no record to save, only its line
+                        self._bad(f"{name}:{lineno}", f"expected a JSON object, got {type(value).__name__}", record=value, raw=raw)
                         continue
                     if fast_key is not None and type(value.get(fast_key)) is str:
                         pass
