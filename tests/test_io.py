@@ -35,6 +35,16 @@ def test_check_text_reasons():
     assert "int, not a string" in lio.check_text({"text": 3}, "text")
 
 
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_invalid_json(constant):
+    # Python's parser (the fallback for big integers) takes them; they are not JSON, orjson
+    # refuses them, and a NaN read used to be written back as null.
+    for line in (b'{"text": "x", "v": ' + constant + b"}", b'{"n": 123456789012345678901234567890, "v": ' + constant + b"}"):
+        value, reason = lio.loads_line(line)
+        assert value is None and reason.startswith("invalid JSON")
+    assert lio.loads_line(b'{"v": "NaN", "w": 1e308}')[0] == {"v": "NaN", "w": 1e308}
+
+
 def test_big_ints_round_trip():
     value, reason = lio.loads_line(b'{"n": 123456789012345678901234567890}')
     assert reason is None and value["n"] == 123456789012345678901234567890

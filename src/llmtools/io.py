@@ -185,6 +185,12 @@ def _deep(room: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             sys.setrecursionlimit(old)
 
 
+def _not_json(name: str) -> Any:
+    """parse_constant for the stdlib parser: NaN, Infinity and -Infinity are Python's, not JSON,
+    and orjson refuses them; accepted, they came out as null."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def nested_too_deeply(exc: Exception) -> bool:
     """Whether orjson's JSONDecodeError `exc` is about nesting (then the reason is TOO_DEEP)."""
     message = str(exc).lower()  # "depth limit exceeded" (orjson 3.10+), "recursion limit reached" before
@@ -270,7 +276,7 @@ def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
                 if nested_too_deeply(exc):
                     return None, TOO_DEEP
         try:
-            return _deep(_READ_ROOM, json.loads, raw), None
+            return _deep(_READ_ROOM, json.loads, raw, parse_constant=_not_json), None
         except (ValueError, UnicodeDecodeError, RecursionError):
             pass
     try:
@@ -283,7 +289,7 @@ def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
         except UnicodeDecodeError as uexc:
             return None, f"invalid UTF-8 at byte {uexc.start}"
         try:  # orjson refuses integers beyond 64 bits; the stdlib parser does not
-            return _deep(_READ_ROOM, json.loads, text), None
+            return _deep(_READ_ROOM, json.loads, text, parse_constant=_not_json), None
         except ValueError:
             pass
         except RecursionError:
