@@ -100,6 +100,19 @@ def test_rejects_hold_every_line_that_is_not_an_object(tmp_path, mode):
     assert originals == [None, [1, 2], "s", 42, False] and [e["line"] for e in entries] == [2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_byte_order_mark_starting_a_source_is_ignored(tmp_path, gz):
+    data = b'\xef\xbb\xbf{"text": "a"}\r\n{"text": "b"}\r\n'
+    path = _write(tmp_path, "bom.jsonl" + (".gz" if gz else ""), gzip.compress(data) if gz else data)
+    with lio.Job([path, path], quiet=True) as job:
+        assert [r["text"] for r in job.records()] == ["a", "b", "a", "b"]
+    assert list(lio.iter_lines(path))[0] == (1, b'{"text": "a"}\r\n')
+    # Only at the start: elsewhere it is a bad line, as any stray bytes are.
+    path = _write(tmp_path, "mid.jsonl", b'{"text": "a"}\n\xef\xbb\xbf{"text": "b"}\n')
+    with lio.Job([path], quiet=True) as job, pytest.raises(BadInputError, match=r"mid.jsonl:2: invalid JSON"):
+        list(job.records())
+
+
 def test_keep_passes_objects_through_unchanged(tmp_path):
     path = _write(tmp_path, "in.jsonl", BAD)
     with lio.Job([path], on_error="keep", quiet=True) as job:

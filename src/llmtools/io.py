@@ -324,6 +324,9 @@ def open_input(path: str) -> IO[bytes]:
         raise UsageError(f"{path}: permission denied") from None
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def source_name(path: str) -> str:
     return "<stdin>" if path == "-" else path
 
@@ -333,7 +336,15 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     parsers ignore it, and not copying every line is measurably faster."""
     fh = open_input(path)
     try:
-        for lineno, raw in enumerate(fh, 1):
+        # A UTF-8 byte order mark at the start of a source (as Windows tools write one) is not
+        # part of the first record: RFC 8259 lets a parser ignore it. Read apart from the loop,
+        # so the other lines pay nothing for it.
+        first = fh.readline()
+        if first.startswith(_BOM):
+            first = first[len(_BOM):]
+        if first and not first.isspace():
+            yield 1, first
+        for lineno, raw in enumerate(fh, 2):
             if not raw.isspace():
                 yield lineno, raw
     except (OSError, EOFError) as exc:
