@@ -131,8 +131,14 @@ def test_gzip_and_multiple_inputs(tmp_path):
 
 def test_corrupt_gzip_is_bad_input(tmp_path):
     path = _write(tmp_path, "x.jsonl.gz", b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"x.jsonl.gz:1: corrupt gzip stream"):
         list(lio.iter_lines(path))
+    data = gzip.compress(b"".join(b'{"text": "line %d"}\n' % i for i in range(2000)))
+    path = _write(tmp_path, "cut.jsonl.gz", data[: len(data) // 2])
+    lines = []
+    with pytest.raises(BadInputError) as err:
+        lines.extend(lio.iter_lines(path))
+    assert lines and str(err.value).startswith(f"{path}:{len(lines) + 1}: corrupt gzip stream")
 
 
 def test_missing_file_is_usage_error(tmp_path):

@@ -335,6 +335,7 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, raw line), skipping blank lines. The newline is left on: JSON
     parsers ignore it, and not copying every line is measurably faster."""
     fh = open_input(path)
+    lineno = 0
     try:
         # A UTF-8 byte order mark at the start of a source (as Windows tools write one) is not
         # part of the first record: RFC 8259 lets a parser ignore it. Read apart from the loop,
@@ -342,6 +343,7 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
         first = fh.readline()
         if first.startswith(_BOM):
             first = first[len(_BOM):]
+        lineno = 1
         if first and not first.isspace():
             yield 1, first
         for lineno, raw in enumerate(fh, 2):
@@ -351,7 +353,8 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
         import gzip
 
         if isinstance(exc, gzip.BadGzipFile) or "gzip" in str(exc).lower() or isinstance(exc, EOFError):
-            raise BadInputError(f"corrupt gzip stream: {exc}", where=source_name(path)) from None
+            # Named at the line it broke in: the lines before it were read (and passed on).
+            raise BadInputError(f"corrupt gzip stream: {exc}", where=f"{source_name(path)}:{lineno + 1}") from None
         raise
     finally:
         if fh is not sys.stdin.buffer:
