@@ -45,6 +45,15 @@ def test_nan_and_infinity_are_invalid_json(constant):
     assert lio.loads_line(b'{"v": "NaN", "w": 1e308}')[0] == {"v": "NaN", "w": 1e308}
 
 
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"123456789012345678901234567890e300"])
+def test_numbers_beyond_a_double_are_invalid_json(number):
+    # orjson refuses them; the stdlib parser made them infinity, written back as null.
+    for line in (b'{"v": ' + number + b"}", b'{"n": 123456789012345678901234567890, "v": ' + number + b"}"):
+        value, reason = lio.loads_line(line)
+        assert value is None and reason.startswith("invalid JSON"), (line, value)
+    assert lio.loads_line(b'{"n": 123456789012345678901234567890, "v": 1e-400, "w": 2.5}')[0]["v"] == 0.0
+
+
 def test_big_ints_round_trip():
     value, reason = lio.loads_line(b'{"n": 123456789012345678901234567890}')
     assert reason is None and value["n"] == 123456789012345678901234567890

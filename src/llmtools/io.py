@@ -191,6 +191,15 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """parse_float for the stdlib parser: a number beyond a double's range (1e400) would be
+    infinity, which orjson refuses and which was written back as null."""
+    value = float(text)
+    if value - value != 0.0:  # inf (no NaN can come from a JSON number)
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def nested_too_deeply(exc: Exception) -> bool:
     """Whether orjson's JSONDecodeError `exc` is about nesting (then the reason is TOO_DEEP)."""
     message = str(exc).lower()  # "depth limit exceeded" (orjson 3.10+), "recursion limit reached" before
@@ -276,7 +285,7 @@ def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
                 if nested_too_deeply(exc):
                     return None, TOO_DEEP
         try:
-            return _deep(_READ_ROOM, json.loads, raw, parse_constant=_not_json), None
+            return _deep(_READ_ROOM, json.loads, raw, parse_constant=_not_json, parse_float=_finite), None
         except (ValueError, UnicodeDecodeError, RecursionError):
             pass
     try:
@@ -289,7 +298,7 @@ def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
         except UnicodeDecodeError as uexc:
             return None, f"invalid UTF-8 at byte {uexc.start}"
         try:  # orjson refuses integers beyond 64 bits; the stdlib parser does not
-            return _deep(_READ_ROOM, json.loads, text, parse_constant=_not_json), None
+            return _deep(_READ_ROOM, json.loads, text, parse_constant=_not_json, parse_float=_finite), None
         except ValueError:
             pass
         except RecursionError:
