@@ -35,6 +35,25 @@ def test_check_text_reasons():
     assert "int, not a string" in lio.check_text({"text": 3}, "text")
 
 
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_invalid_json(constant):
+    # Python's parser (the fallback for big integers) takes them; they are not JSON, orjson
+    # refuses them, and a NaN read used to be written back as null.
+    for line in (b'{"text": "x", "v": ' + constant + b"}", b'{"n": 123456789012345678901234567890, "v": ' + constant + b"}"):
+        value, reason = lio.loads_line(line)
+        assert value is None and reason.startswith("invalid JSON")
+    assert lio.loads_line(b'{"v": "NaN", "w": 1e308}')[0] == {"v": "NaN", "w": 1e308}
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"123456789012345678901234567890e300"])
+def test_numbers_beyond_a_double_are_invalid_json(number):
+    # orjson refuses them; the stdlib parser made them infinity, written back as null.
+    for line in (b'{"v": ' + number + b"}", b'{"n": 123456789012345678901234567890, "v": ' + number + b"}"):
+        value, reason = lio.loads_line(line)
+        assert value is None and reason.startswith("invalid JSON"), (line, value)
+    assert lio.loads_line(b'{"n": 123456789012345678901234567890, "v": 1e-400, "w": 2.5}')[0]["v"] == 0.0
+
+
 def test_big_ints_round_trip():
     value, reason = lio.loads_line(b'{"n": 123456789012345678901234567890}')
     assert reason is None and value["n"] == 123456789012345678901234567890
@@ -78,6 +97,31 @@ def test_skip_writes_every_bad_line_to_rejects(tmp_path):
     assert all(r["source"] == path for r in rej)
 
 
+@pytest.mark.parametrize("mode", ["skip", "keep"])
+def test_rejects_hold_every_line_that_is_not_an_object(tmp_path, mode):
+    # `null` used to leave an entry with neither `record` nor `raw`: the line was lost.
+    path = _write(tmp_path, "in.jsonl", b'{"text": "a"}\nnull\n[1, 2]\n"s"\n42\nfalse\n')
+    rejects = tmp_path / "rej.jsonl"
+    with lio.Job([path], on_error=mode, rejects=str(rejects), quiet=True) as job:
+        assert list(job.records()) == [{"text": "a"}]
+    entries = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
+    originals = [e["record"] if "record" in e else orjson.loads(e["raw"]) for e in entries]
+    assert originals == [None, [1, 2], "s", 42, False] and [e["line"] for e in entries] == [2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_byte_order_mark_starting_a_source_is_ignored(tmp_path, gz):
+    data = b'\xef\xbb\xbf{"text": "a"}\r\n{"text": "b"}\r\n'
+    path = _write(tmp_path, "bom.jsonl" + (".gz" if gz else ""), gzip.compress(data) if gz else data)
+    with lio.Job([path, path], quiet=True) as job:
+        assert [r["text"] for r in job.records()] == ["a", "b", "a", "b"]
+    assert list(lio.iter_lines(path))[0] == (1, b'{"text": "a"}\r\n')
+    # Only at the start: elsewhere it is a bad line, as any stray bytes are.
+    path = _write(tmp_path, "mid.jsonl", b'{"text": "a"}\n\xef\xbb\xbf{"text": "b"}\n')
+    with lio.Job([path], quiet=True) as job, pytest.raises(BadInputError, match=r"mid.jsonl:2: invalid JSON"):
+        list(job.records())
+
+
 def test_keep_passes_objects_through_unchanged(tmp_path):
     path = _write(tmp_path, "in.jsonl", BAD)
     with lio.Job([path], on_error="keep", quiet=True) as job:
@@ -96,8 +140,14 @@ def test_gzip_and_multiple_inputs(tmp_path):
 
 def test_corrupt_gzip_is_bad_input(tmp_path):
     path = _write(tmp_path, "x.jsonl.gz", b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"x.jsonl.gz:1: corrupt gzip stream"):
         list(lio.iter_lines(path))
+    data = gzip.compress(b"".join(b'{"text": "line %d"}\n' % i for i in range(2000)))
+    path = _write(tmp_path, "cut.jsonl.gz", data[: len(data) // 2])
+    lines = []
+    with pytest.raises(BadInputError) as err:
+        lines.extend(lio.iter_lines(path))
+    assert lines and str(err.value).startswith(f"{path}:{len(lines) + 1}: corrupt gzip stream")
 
 
 def test_missing_file_is_usage_error(tmp_path):

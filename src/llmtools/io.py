@@ -185,6 +185,21 @@ def _deep(room: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             sys.setrecursionlimit(old)
 
 
+def _not_json(name: str) -> Any:
+    """parse_constant for the stdlib parser: NaN, Infinity and -Infinity are Python's, not JSON,
+    and orjson refuses them; accepted, they came out as null."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """parse_float for the stdlib parser: a number beyond a double's range (1e400) would be
+    infinity, which orjson refuses and which was written back as null."""
+    value = float(text)
+    if value - value != 0.0:  # inf (no NaN can come from a JSON number)
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def nested_too_deeply(exc: Exception) -> bool:
     """Whether orjson's JSONDecodeError `exc` is about nesting (then the reason is TOO_DEEP)."""
     message = str(exc).lower()  # "depth limit exceeded" (orjson 3.10+), "recursion limit reached" before
@@ -270,7 +285,7 @@ def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
                 if nested_too_deeply(exc):
                     return None, TOO_DEEP
         try:
-            return _deep(_READ_ROOM, json.loads, raw), None
+            return _deep(_READ_ROOM, json.loads, raw, parse_constant=_not_json, parse_float=_finite), None
         except (ValueError, UnicodeDecodeError, RecursionError):
             pass
     try:
@@ -283,7 +298,7 @@ def loads_line(raw: bytes, vetted: bool = False) -> tuple[Any, str | None]:
         except UnicodeDecodeError as uexc:
             return None, f"invalid UTF-8 at byte {uexc.start}"
         try:  # orjson refuses integers beyond 64 bits; the stdlib parser does not
-            return _deep(_READ_ROOM, json.loads, text), None
+            return _deep(_READ_ROOM, json.loads, text, parse_constant=_not_json, parse_float=_finite), None
         except ValueError:
             pass
         except RecursionError:
@@ -301,6 +316,9 @@ def open_input(path: str) -> IO[bytes]:
     return open_binary(path)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def source_name(path: str) -> str:
     return "<stdin>" if path == "-" else path
 
@@ -309,8 +327,18 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, raw line), skipping blank lines. The newline is left on: JSON
     parsers ignore it, and not copying every line is measurably faster."""
     fh = open_input(path)
+    lineno = 0
     try:
-        for lineno, raw in enumerate(fh, 1):
+        # A UTF-8 byte order mark at the start of a source (as Windows tools write one) is not
+        # part of the first record: RFC 8259 lets a parser ignore it. Read apart from the loop,
+        # so the other lines pay nothing for it.
+        first = fh.readline()
+        if first.startswith(_BOM):
+            first = first[len(_BOM):]
+        lineno = 1
+        if first and not first.isspace():
+            yield 1, first
+        for lineno, raw in enumerate(fh, 2):
             if not raw.isspace():
                 yield lineno, raw
     except (OSError, EOFError) as exc:
@@ -318,7 +346,8 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
 
         reason = _decompress_error(exc)
         if reason is not None:
-            raise BadInputError(reason, where=source_name(path)) from None
+            # Named at the line it broke in: the lines before it were read (and passed on).
+            raise BadInputError(reason, where=f"{source_name(path)}:{lineno + 1}") from None
         raise
     finally:
         if fh is not sys.stdin.buffer:
@@ -704,7 +733,8 @@ class Job:
                         self._bad(f"{name}:{lineno}", reason, raw=raw)
                         continue
                     if type(value) is not dict:
-                        self._bad(f"{name}:{lineno}", f"expected a JSON object, got {type(value).__name__}", record=value)
+                        # raw too: a `null` line has no record to save, only its line
+                        self._bad(f"{name}:{lineno}", f"expected a JSON object, got {type(value).__name__}", record=value, raw=raw)
                         continue
                     if fast_key is not None and type(value.get(fast_key)) is str:
                         pass

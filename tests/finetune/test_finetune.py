@@ -303,6 +303,19 @@ def test_malformed_records_fail_with_location(cli, tiny_model_dir, tmp_path):
     assert len(rej2.read_text().splitlines()) == 5
 
 
+def test_no_training_records_names_the_input(cli, tiny_model_dir, tmp_path):
+    # Empty input is a usage error (2); input whose every line was bad is bad input (3), under
+    # skip as under keep. Either way the message names the source.
+    empty = _write(tmp_path / "empty.jsonl", [])
+    res = cli(["finetune", "--base", tiny_model_dir, "-o", tmp_path / "o", "--max-steps", "1", empty])
+    assert res.exit_code == 2 and res.stderr.strip() == f"llmtools: error: no training records in {empty}: the input is empty"
+    bad = _write(tmp_path / "bad.jsonl", ["{not json", "[1]"])
+    for mode in ("skip", "keep"):
+        res = cli(["finetune", "--base", tiny_model_dir, "-o", tmp_path / mode, "--max-steps", "1", "--on-error", mode, bad])
+        assert res.exit_code == 3 and f"no valid training record in {bad}" in res.stderr, res.stderr
+        assert not (tmp_path / mode).exists()
+
+
 def test_eval_file_and_usage_errors(cli, tiny_model_dir, tmp_path):
     data = _write(tmp_path / "t.jsonl", _pc_records(8))
     ev = _write(tmp_path / "e.jsonl", _pc_records(3))

@@ -172,7 +172,10 @@ def running_server(loader, wait_loaded: bool = True, **cfg):
         assert state.manager.active is not None
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(state), lifespan="off", log_level="warning", access_log=False))
+    from llmtools.ops.serve.server import IDLE_TIMEOUT, http_protocol
+
+    server = uvicorn.Server(uvicorn.Config(build_app(state), http=http_protocol(), lifespan="off", log_level="warning",
+                                           access_log=False, timeout_keep_alive=IDLE_TIMEOUT))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

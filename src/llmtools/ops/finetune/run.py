@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from llmtools import errors, provenance
-from llmtools.io import Job, read_jsonl
+from llmtools.io import Job, read_jsonl, source_name
 from llmtools.ops.finetune import checkpoints as ckpt
 from llmtools.ops.finetune import dataset as data
 from llmtools.ops.finetune.distributed import Dist, dist_close, dist_from_env
@@ -106,7 +106,10 @@ def read_inputs(job: Job, fields: data.Fields, settings: Settings, eval_file: st
     records = list(job.records())
     validator = job.validate
     if not records:
-        raise errors.UsageError("no training records in the input")
+        names = ", ".join(source_name(p) for p in job.inputs)
+        if job.counts["bad"]:  # every line was bad and skipped: bad input, as under keep below
+            raise errors.BadInputError(f"no valid training record in {names} ({job.counts['bad']} bad lines skipped)")
+        raise errors.UsageError(f"no training records in {names}: the input is empty")
     fmt = validator.fmt or "text"
     if validator.fmt is None:  # only --on-error keep can get here with no valid record
         raise errors.BadInputError("no valid training record in the input")

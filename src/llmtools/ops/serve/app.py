@@ -189,11 +189,20 @@ class ServeState:
             except ValueError:
                 raise bad_request("invalid Content-Length header") from None
         body = bytearray()
-        try:
+
+        async def receive() -> None:
             async for piece in request.stream():
                 body.extend(piece)
                 if len(body) > limit:
                     raise too_big
+
+        try:
+            # A client that sends part of a body and stalls gets --timeout, as a generation does,
+            # not a connection held open forever.
+            await asyncio.wait_for(receive(), self.config.timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {self.config.timeout:g} s (--timeout)",
+                           "invalid_request_error", code="request_timeout", headers={"Connection": "close"}) from None
         except ClientDisconnect:
             raise ApiError(499, "client closed the request", "client_closed", code="client_closed") from None
         if not body:

@@ -58,6 +58,54 @@ def read_model_file(path: str) -> str:
     raise errors.UsageError(f"--model-file {path} names no model")
 
 
+IDLE_TIMEOUT = 5  # seconds a connection may sit without a request (before one, or between two)
+_PROTOCOL: type | None = None
+
+
+def http_protocol() -> type:
+    """uvicorn's h11 protocol with two changes for clients that misbehave:
+
+    - a request uvicorn cannot parse (malformed, or a header section beyond h11's 16 KB) is
+      answered in OpenAI's error shape, like every other error, not with plain text;
+    - a connection that sends nothing, or stalls inside its header section, is closed after
+      IDLE_TIMEOUT, as an idle keep-alive connection already was (uvicorn starts that timer only
+      after a first response, so 200 silent connections stayed open for ever).
+    """
+    global _PROTOCOL
+    if _PROTOCOL is not None:
+        return _PROTOCOL
+    import h11
+    import orjson
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:  # noqa: ANN001 - asyncio.Transport
+            super().connection_made(transport)
+            self._arm_idle_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self._arm_idle_timer()  # still no complete header section: keep the clock running
+
+        def _arm_idle_timer(self) -> None:
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+        def send_400_response(self, msg: str) -> None:
+            body = orjson.dumps({"error": {
+                "message": "invalid HTTP request: malformed, or a header section over 16 KB",
+                "type": "invalid_request_error", "param": None, "code": "invalid_http_request"}})
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                          h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    _PROTOCOL = Protocol
+    return Protocol
+
+
 def run_http(config, loader: Callable[[str], Backend], on_ready: Callable[[str], None] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     import uvicorn
@@ -71,10 +119,11 @@ def run_http(config, loader: Callable[[str], Backend], on_ready: Callable[[str],
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     uv_config = uvicorn.Config(
         build_app(state),
+        http=http_protocol(),
         log_level="warning",
         access_log=False,
         lifespan="off",
-        timeout_keep_alive=5,
+        timeout_keep_alive=IDLE_TIMEOUT,
         timeout_graceful_shutdown=int(config.timeout) + 5,
         server_header=False,
     )
