@@ -84,6 +84,7 @@ EXTRA_HINT = {
     "serve": "pip install 'llmtools[serve]'",
     "embed": "pip install 'llmtools[embed]'",
     "redis": "pip install 'llmtools[redis]'",
+    "track": "pip install 'llmtools[track]'",
 }
 
 

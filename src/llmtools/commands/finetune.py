@@ -25,6 +25,13 @@ DIR appears, complete, only when training ends. Ctrl-C saves a checkpoint and ex
 --resume continues from the newest checkpoint with the same result as an uninterrupted run.
 Under torchrun or `accelerate launch` every process trains (DDP; gloo on CPU, NCCL on GPU)
 and only rank 0 reads the input, writes records and writes the model.
+
+\b
+Tracking: with --track mlflow (or $MLFLOW_TRACKING_URI set) the run is logged to MLflow: every
+resolved option, the base model identity and the data sha256 as params; each log record as
+metrics at its step; the manifest and final record as artifacts (--track-model: the model too).
+The run id goes into the manifest and the final record; --resume continues the same MLflow run.
+An unreachable server is a warning, or exit 1 before training with --track-required.
 """
 
 from __future__ import annotations
@@ -128,8 +135,10 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR, or discard an interrupted run.")
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward to save memory.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where to train.")
+@options.track_options(model_help="Also log the trained model (or the adapter, with --adapter-only) as an MLflow artifact.")
 def cli(io: options.IOConfig, model: options.ModelConfig, config: str | None, prompt_field: str, completion_field: str, messages_field: str,
-        eval_file: str | None, eval_fraction: float | None, teacher: str | None, resume: bool, overwrite: bool, **kw: Any) -> None:
+        eval_file: str | None, eval_fraction: float | None, teacher: str | None, resume: bool, overwrite: bool,
+        track: Any, **kw: Any) -> None:
     """Fine-tune a model (LoRA or full) on JSONL records."""
     from llmtools.ops import finetune as ops
 
@@ -145,7 +154,7 @@ def cli(io: options.IOConfig, model: options.ModelConfig, config: str | None, pr
     # Log records are few and meant to be watched live (`| llmtools watch`): always flushed.
     job = io.job(output=None, unbuffered=True, validate=ops.RecordValidator(settings.format, fields))
     final = ops.finetune(job, settings, fields, io.output, eval_file=eval_file, eval_fraction=eval_fraction,
-                        resume=resume, overwrite=overwrite)
+                        resume=resume, overwrite=overwrite, track=track)
     if final is not None:
         rows = {k: final.get(k) for k in ("step", "train_loss", "eval_loss", "eval_perplexity", "train_examples", "runtime_s", "output")}
         job.summary({k: v for k, v in rows.items() if v is not None}, title="trained", records=False)
