@@ -284,3 +284,25 @@ def test_unreachable_server_warns_or_stops_before_training(cli, tiny_model_dir, 
 
     scored = cli(["score", "--metric", "exact_match"], input='{"prediction": "a", "reference": "a"}\n')
     assert scored.exit_code == 0 and "cannot reach MLflow" in scored.stderr
+
+
+def test_search_is_one_run_with_a_child_run_per_trial(mlflow_url, cli, tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+    data = _write(tmp_path / "t.jsonl", _records())
+    res = cli(["finetune", "--base", tiny_model_dir, "-o", tmp_path / "best", "--search", "lr=1e-3,5e-3", "--trials", "2",
+               "--max-steps", "2", "--eval-fraction", "0.25", "--lora-r", "4", "--track", "mlflow:search-tests", data])
+    assert res.exit_code == 0, res.stderr
+    recs = res.records()
+    trials, final = recs[:-1], recs[-1]
+    client = _client(mlflow_url)
+    parent = client.get_run(final["tracking"]["run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.params["search.trials"] == "2"
+    assert parent.data.metrics["best_value"] == pytest.approx(final["best"]["value"])
+    assert _history(client, parent.info.run_id, "trial_value") == [(t["number"], t["value"]) for t in trials]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.info.run_id for c in children) == sorted(t["tracking"]["run_id"] for t in trials)
+    for child, trial in zip(sorted(children, key=lambda c: int(c.data.tags["llmtools.trial"])), trials):
+        assert child.data.params["trial.lr"] == tracking.param_value(trial["params"]["lr"])
+        assert child.data.params["lr"] == tracking.param_value(trial["params"]["lr"])
+        assert child.data.metrics["eval_perplexity"] == pytest.approx(trial["eval_perplexity"])

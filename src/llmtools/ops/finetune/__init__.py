@@ -5,7 +5,8 @@
 The modules: settings (every hyperparameter), dataset (record shapes, validation, tokenizing,
 packing, the eval split, the batch schedule), training (the loop, losses, evaluation, export),
 checkpoints (the work directory, checkpoints and publishing the model), distributed (DDP under
-torchrun / accelerate), run (one command run: input, sharing it between ranks, the manifest).
+torchrun / accelerate), run (one command run: input, sharing it between ranks, the manifest,
+tracking), search (--search: an Optuna study whose trials are fine-tunes).
 torch, transformers and peft are imported only by the functions that train.
 """
 
@@ -14,10 +15,11 @@ from __future__ import annotations
 from llmtools.ops.finetune.dataset import FORMATS, Fields, RecordValidator, tokenize_record
 from llmtools.ops.finetune.distributed import Dist
 from llmtools.ops.finetune.run import finetune, read_inputs
+from llmtools.ops.finetune.search import SearchConfig, parse_space, search, write_config
 from llmtools.ops.finetune.settings import Settings
 from llmtools.ops.finetune.training import evaluate, forward, token_losses, train
 
 __all__ = [
-    "FORMATS", "Dist", "Fields", "RecordValidator", "Settings", "evaluate", "finetune", "forward", "read_inputs",
-    "token_losses", "tokenize_record", "train",
+    "FORMATS", "Dist", "Fields", "RecordValidator", "SearchConfig", "Settings", "evaluate", "finetune", "forward",
+    "parse_space", "read_inputs", "search", "token_losses", "tokenize_record", "train", "write_config",
 ]

@@ -8,7 +8,7 @@ other processes before it fails, so that none waits forever for the records.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from llmtools import errors, provenance, tracking
 from llmtools.io import Job, read_jsonl
@@ -85,6 +85,14 @@ def _start_tracking(track: tracking.TrackConfig | None, job: Job, settings: Sett
 
 def _train(payload: dict, job: Job | None, settings: Settings, fields: data.Fields, output: str, dist: Dist,
            resume: bool, overwrite: bool, run: tracking.Run) -> dict:
+    return train_payload(payload, settings, fields, output, dist, run, job=job, resume=resume, overwrite=overwrite)
+
+
+def train_payload(payload: dict, settings: Settings, fields: data.Fields, output: str, dist: Dist, run: tracking.Run, *,
+                  job: Job | None = None, resume: bool = False, overwrite: bool = False,
+                  on_record: Callable[[dict], None] | None = None, warn: Callable[[str], None] | None = None) -> dict:
+    """Train on read_inputs' payload and write the model to `output`. Log records go to `job`
+    (when given), to the tracking run and to `on_record` (which may raise to stop the run)."""
     from llmtools.models import hf_dir, identity_of
 
     base_dir = hf_dir(settings.base)
@@ -112,12 +120,20 @@ def _train(payload: dict, job: Job | None, settings: Settings, fields: data.Fiel
 
     if resume and job is not None and ckpt.latest_checkpoint(output) is None:
         job.warn(f"--resume: no checkpoint in {ckpt.checkpoints_dir(output)}; starting from scratch")
+
     def emit(record: dict) -> None:
         if job is not None:
             job.write(record)
         run.log_record(record)
+        if on_record is not None:
+            on_record(record)
 
-    reject = (lambda rec, reason: job.reject(rec, reason)) if job is not None else None
+    if job is not None:
+        reject: Callable | None = lambda rec, reason: job.reject(rec, reason)
+    elif warn is not None:
+        reject = lambda rec, reason: warn(f"dropped a record: {reason}")
+    else:
+        reject = None
     with (job.progress("finetune steps") if job is not None else _no_progress()) as advance:
         final = train(
             payload["train_records"], payload["eval_records"], payload["format"], settings, base_dir, output,
