@@ -13,7 +13,7 @@ from llmtools import __version__
 from llmtools.cli import COMMANDS
 
 HEAVY = ("torch", "transformers", "peft", "nltk", "datasketch", "numpy", "llama_cpp", "scipy", "sacrebleu", "rouge_score", "starlette", "uvicorn",
-         "phonenumbers", "email_validator", "pyspark", "py4j")
+         "phonenumbers", "email_validator", "pyspark", "py4j", "mlflow", "optuna")
 
 PROBE = """
 import sys

@@ -86,6 +86,7 @@ EXTRA_HINT = {
     "redis": "pip install 'llmtools[redis]'",
     "parquet": "pip install 'llmtools[parquet]'",
     "spark": "pip install 'llmtools[spark]'",
+    "track": "pip install 'llmtools[track]'",
 }
 
 

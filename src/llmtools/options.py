@@ -285,3 +285,39 @@ def engine_options(fn: Callable) -> Callable:
     for opt in reversed(opts):
         wrapper = opt(wrapper)
     return wrapper
+
+
+_TRACK_KEYS = ("track", "track_required", "track_model")
+
+
+def track_options(model_help: str | None = "Also log the model artifact (large).") -> Callable:
+    """Add --track, --track-required and (unless `model_help` is None) --track-model; pass
+    `track: tracking.TrackConfig`."""
+
+    def decorator(fn: Callable) -> Callable:
+        opts = [
+            click.option("--track", "track", metavar="mlflow[:EXPERIMENT]", default=None,
+                         show_default="mlflow when $MLFLOW_TRACKING_URI is set, else off",
+                         help="Log params, metrics and artifacts to an MLflow run (server: $MLFLOW_TRACKING_URI; "
+                              "experiment: EXPERIMENT, else $MLFLOW_EXPERIMENT_NAME, else llmtools-COMMAND). "
+                              "`none` turns it off."),
+            click.option("--track-required", is_flag=True,
+                         help="Exit 1 before any work if the tracking server cannot be reached (default: warn and go on)."),
+        ]
+        if model_help is not None:
+            opts.append(click.option("--track-model", is_flag=True, help=model_help))
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from llmtools.tracking import TrackConfig
+
+            got = {k: kwargs.pop(k) for k in _TRACK_KEYS if k in kwargs}
+            kwargs["track"] = TrackConfig.parse(got.get("track"), required=got.get("track_required", False),
+                                                log_model=got.get("track_model", False))
+            return fn(*args, **kwargs)
+
+        for opt in reversed(opts):
+            wrapper = opt(wrapper)
+        return wrapper
+
+    return decorator

@@ -25,6 +25,30 @@ DIR appears, complete, only when training ends. Ctrl-C saves a checkpoint and ex
 --resume continues from the newest checkpoint with the same result as an uninterrupted run.
 Under torchrun or `accelerate launch` every process trains (DDP; gloo on CPU, NCCL on GPU)
 and only rank 0 reads the input, writes records and writes the model.
+
+\b
+Search: --search SPACE --trials N runs an Optuna study; each trial is a real fine-tune with the
+options given here (keep the budget short: --max-steps) and the trial's values of SPACE. SPACE
+entries: NAME=LOW..HIGH (a range; :log for a log scale; whole numbers for integer settings) or
+NAME=A,B,C (choices); names are finetune options (lr, lora_r, batch_size, epochs, ...). Trials
+are scored on --eval-file / --eval-fraction; a trial whose intermediate eval perplexity is worse
+than the median of earlier trials at that step is pruned (--eval-every, default --log-every).
+stdout gets one "trial" record per trial, then a "search" record; the best settings go to
+--best-config (DIR.best.yaml), which `finetune --config` takes, and the best model to DIR. With
+the in-memory study, --seed makes the search reproducible; with --search-storage several
+processes (or machines) run trials of one study, N trials in all. Trial models and logs are in
+DIR.search/ (only the best model is kept).
+
+\b
+    llmtools finetune -o runs/best --search 'lr=1e-5..1e-3:log lora_r=8,16' --trials 8 \\
+        --max-steps 50 --eval-file heldout.jsonl train.jsonl > trials.jsonl
+
+\b
+Tracking: with --track mlflow (or $MLFLOW_TRACKING_URI set) the run is logged to MLflow: every
+resolved option, the base model identity and the data sha256 as params; each log record as
+metrics at its step; the manifest and final record as artifacts (--track-model: the model too).
+The run id goes into the manifest and the final record; --resume continues the same MLflow run.
+An unreachable server is a warning, or exit 1 before training with --track-required.
 """
 
 from __future__ import annotations
@@ -131,8 +155,24 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--overwrite", is_flag=True, help="Replace an existing DIR, or discard an interrupted run.")
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward to save memory.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where to train.")
+@options.track_options(model_help="Also log the trained model (or the adapter, with --adapter-only) as an MLflow artifact.")
+@click.option("--search", "search_space", metavar="SPACE", default=None,
+              help="Search hyperparameters with Optuna: a YAML file, or inline NAME=VALUES such as "
+                   "'lr=1e-5..1e-3:log lora_r=8,16,32 epochs=1..3' (see Search below).")
+@click.option("--trials", type=click.IntRange(1), default=10, help="With --search: trials in the study (shared by every process using it).")
+@click.option("--search-metric", default="eval_perplexity", metavar="METRIC",
+              help="With --search: what to optimize: eval_perplexity, eval_loss, or a `score` text metric "
+                   "(rougeL, chrf, bleu, ter, exact_match, ...) of greedy answers to --eval-file's prompts.")
+@click.option("--search-storage", metavar="URL", default=None, show_default="in memory",
+              help="With --search: Optuna storage (sqlite:///study.db, postgresql://...), so several processes or machines share the study.")
+@click.option("--study-name", metavar="NAME", default=None, show_default="llmtools-finetune-DIR",
+              help="With --search: the study's name in the storage.")
+@click.option("--best-config", metavar="FILE", default=None, show_default="DIR.best.yaml",
+              help="With --search: where to write the best trial's settings (a --config file).")
 def cli(io: options.IOConfig, model: options.ModelConfig, config: str | None, prompt_field: str, completion_field: str, messages_field: str,
-        eval_file: str | None, eval_fraction: float | None, teacher: str | None, resume: bool, overwrite: bool, **kw: Any) -> None:
+        eval_file: str | None, eval_fraction: float | None, teacher: str | None, resume: bool, overwrite: bool,
+        track: Any, search_space: str | None, trials: int, search_metric: str, search_storage: str | None,
+        study_name: str | None, best_config: str | None, **kw: Any) -> None:
     """Fine-tune a model (LoRA or full) on JSONL records."""
     from llmtools.ops import finetune as ops
 
@@ -145,10 +185,27 @@ def cli(io: options.IOConfig, model: options.ModelConfig, config: str | None, pr
     settings = ops.Settings(base=model.ref, teacher=teacher, **{k: kw[k] for k in SETTING_KEYS})
     settings.check()
     fields = ops.Fields(text=io.field, prompt=prompt_field, completion=completion_field, messages=messages_field)
+    if search_space is not None:
+        if resume:
+            raise errors.UsageError("--resume does not apply to --search (a study resumes from its --search-storage)")
+        cfg = ops.SearchConfig(ops.parse_space(search_space), trials=trials, storage=search_storage, study_name=study_name,
+                               metric=search_metric, best_config=best_config, track=track)
+        job = io.job(output=None, unbuffered=True, validate=ops.RecordValidator(settings.format, fields))
+        final = ops.search(job, settings, fields, io.output, cfg, eval_file=eval_file, eval_fraction=eval_fraction,
+                           overwrite=overwrite)
+        best = final.get("best") or {}
+        job.summary({"trials": final["trials"], "complete": final["complete"], "pruned": final["pruned"],
+                     "best trial": best.get("number"), search_metric: best.get("value"), "config": best.get("config"),
+                     "output": final.get("output")}, title="searched", records=False)
+        return
     # Log records are few and meant to be watched live (`| llmtools watch`): always flushed.
     job = io.job(output=None, unbuffered=True, validate=ops.RecordValidator(settings.format, fields))
     final = ops.finetune(job, settings, fields, io.output, eval_file=eval_file, eval_fraction=eval_fraction,
-                        resume=resume, overwrite=overwrite)
+                        resume=resume, overwrite=overwrite, track=track)
     if final is not None:
         rows = {k: final.get(k) for k in ("step", "train_loss", "eval_loss", "eval_perplexity", "train_examples", "runtime_s", "output")}
         job.summary({k: v for k, v in rows.items() if v is not None}, title="trained", records=False)
+
+
+# The module docstring is the full --help (and man page): formats, work directory, search, tracking.
+cli.help = __doc__

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import click
 
-from llmtools import errors, options
+from llmtools import errors, options, tracking
 from llmtools.io import get_text, write_jsonl
 
 
@@ -73,7 +73,8 @@ def _texts(job, field: str):
 @click.option("--leave-output-tensor", is_flag=True, help="Keep output.weight unquantized (bigger file, sometimes better quality).")
 @click.option("--threads", type=click.IntRange(1), metavar="N", help="CPU threads for llama.cpp quantization and evaluation (default: llama.cpp's).")
 @options.io_options(inputs=False, table_output=False, output_help="Output GGUF file, written atomically (default: ./NAME.TYPE.gguf).")
-def cli(model: options.ModelConfig, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_tokens, max_ppl_increase, allow_requantize, prune_layers, sparsity, pure, leave_output_tensor, threads, io):
+@options.track_options(model_help="Also log the GGUF file as an MLflow artifact.")
+def cli(model: options.ModelConfig, to, report_path, eval_sample, no_eval, eval_tokens, n_ctx, gen_tokens, max_ppl_increase, allow_requantize, prune_layers, sparsity, pure, leave_output_tensor, threads, io, track):
     """Convert a model to GGUF and quantize it, with a quality report.
 
     MODEL is a Hugging Face directory (safetensors; Llama, SmolLM, Mistral), a .gguf file, or a
@@ -106,6 +107,11 @@ def cli(model: options.ModelConfig, to, report_path, eval_sample, no_eval, eval_
         matrix and are refused.
 
     \b
+    Tracking: with --track mlflow (or $MLFLOW_TRACKING_URI set) the options and the source model's
+        identity are logged as MLflow params, the report's figures as metrics, the report and the
+        manifest as artifacts (--track-model: the GGUF too); the run id goes into the manifest.
+
+    \b
     Exit codes: 1 the --max-ppl-increase gate failed (the GGUF is still written) or llama.cpp
         failed; 2 bad option (including requantizing a quantized model without
         --allow-requantize); 3 corrupt model file or bad input line; 4 unsupported architecture,
@@ -116,20 +122,62 @@ def cli(model: options.ModelConfig, to, report_path, eval_sample, no_eval, eval_
     limit = parse_ratio(max_ppl_increase)
     use_stdin = not (no_eval or eval_sample) and not _stdin_is_tty()
     job = io.job(output=None, inputs=("-",))
-    with job:
-        texts = list(_texts(job, io.field)) if use_stdin else None
-        if texts is not None and not texts:
-            texts = None  # empty stdin: fall back to the bundled sample
-            job.warn("no evaluation texts on stdin; using the bundled sample")
-        report = quantize_model(
-            model.ref, io.output, to, texts, eval_set="stdin" if texts is not None else "bundled sample",
-            evaluate=not no_eval, allow_requantize=allow_requantize, prune_layers=parse_layers(prune_layers),
-            sparsity=sparsity, max_ppl_increase=limit, threads=threads, n_ctx=n_ctx, max_eval_tokens=eval_tokens,
-            gen_tokens=gen_tokens, pure=pure, leave_output_tensor=leave_output_tensor, warn=job.warn,
-        )
-        if report_path:
-            write_jsonl(report_path, [report])
-        job.write(report)
+    run = tracking.start_run(track, "quantize", warn=job.warn, tags=_lineage(model.ref) if track.enabled else None)
+    with run:
+        run.log_params({"model": model.ref, "to": to, "output": io.output, "eval_sample": eval_sample, "no_eval": no_eval,
+                        "eval_tokens": eval_tokens, "ctx": n_ctx, "gen_tokens": gen_tokens, "max_ppl_increase": limit,
+                        "allow_requantize": allow_requantize, "prune_layers": parse_layers(prune_layers), "sparsity": sparsity,
+                        "pure": pure, "leave_output_tensor": leave_output_tensor, "threads": threads})
+        with job:
+            texts = list(_texts(job, io.field)) if use_stdin else None
+            if texts is not None and not texts:
+                texts = None  # empty stdin: fall back to the bundled sample
+                job.warn("no evaluation texts on stdin; using the bundled sample")
+            report = quantize_model(
+                model.ref, io.output, to, texts, eval_set="stdin" if texts is not None else "bundled sample",
+                evaluate=not no_eval, allow_requantize=allow_requantize, prune_layers=parse_layers(prune_layers),
+                sparsity=sparsity, max_ppl_increase=limit, threads=threads, n_ctx=n_ctx, max_eval_tokens=eval_tokens,
+                gen_tokens=gen_tokens, pure=pure, leave_output_tensor=leave_output_tensor, warn=job.warn,
+                manifest_extra={"tracking": run.info()} if run.active else None,
+            )
+            if run.active:
+                report["tracking"] = run.info()
+            if report_path:
+                write_jsonl(report_path, [report])
+            job.write(report)
+        _track_report(run, report)
+        _finish(job, report)
+
+
+def _lineage(ref: str) -> dict[str, str]:
+    """A tag linking this run to the MLflow run that trained the source model, if it was tracked."""
+    import os
+
+    from llmtools.provenance import read_manifest
+
+    manifest = read_manifest(ref) if ref and os.path.exists(ref) else None
+    run_id = ((manifest or {}).get("tracking") or {}).get("run_id")
+    return {"llmtools.model_run_id": run_id} if run_id else {}
+
+
+def _track_report(run: Any, report: dict) -> None:
+    if not run.active:
+        return
+    run.log_params({"source": report.get("source") or {}, "written_by": report.get("written_by")})
+    figures = {k: report.get(k) for k in ("input_bytes", "output_bytes", "compression_ratio", "bits_per_weight",
+                                          "perplexity", "tokens_per_second", "seconds")}
+    run.log_metrics(tracking.numeric_metrics(figures))
+    run.log_dict(report, "report.json")
+    if report.get("manifest"):
+        run.log_artifact(report["manifest"])
+    if run.log_model:
+        run.log_artifact(report["output"])
+    gate = report.get("gate")
+    if gate:
+        run.set_tags({"llmtools.gates": "passed" if gate["passed"] else "failed"})
+
+
+def _finish(job: Any, report: dict) -> None:
     job.summary(_rows(report), title="done", records=False)
     gate = report.get("gate")
     if gate and not gate["passed"]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
+from typing import Any
 
 import click
 
-from llmtools import errors, options
+from llmtools import errors, options, tracking
 from llmtools.io import write_jsonl
 from llmtools.models.registry import DEFAULT_MODEL
 
@@ -60,7 +63,8 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--min-group", "min_group", type=click.IntRange(1), default=20, show_default=True, metavar="N", help="Groups with fewer records are reported but left out of the disparity table and --max-gap.")
 @click.option("--max-gap", "max_gap", multiple=True, metavar="METRIC=GAP", help="Exit 1 if METRIC's gap between the best and the worst group of a --by field is above GAP. Repeatable.")
 @click.option("--fail-over", "fail_over", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC is above VALUE, for lower-is-better metrics (ter=60, perplexity=20). Repeatable.")
-def cli(io: options.IOConfig, model: options.ModelConfig, metric_specs, bleu_tokenize, judge_ref, judge_prompt_specs,
+@options.track_options(model_help=None)
+def cli(io: options.IOConfig, model: options.ModelConfig, track, metric_specs, bleu_tokenize, judge_ref, judge_prompt_specs,
         embedder_ref, summary_path, summary_only, fail_under, fail_over, max_gap, **settings) -> None:
     """Score predictions against references, with CI gates.
 
@@ -102,6 +106,10 @@ larger value) and, with --pair-by, `paired` (groups ranked on the items they sha
 paired-bootstrap p-values against the best and between every two). Groups under --min-group
 records are listed but not gated (`small_groups`). Keeps one group index per record per field.
 
+Tracking: with --track mlflow (or $MLFLOW_TRACKING_URI set) the options are logged as MLflow
+params, the corpus scores as metrics and the summary record as summary.json; a gate that fails
+leaves a finished run tagged llmtools.gates=failed.
+
 \b
 With --schema (and --on-error fail) the input is read once first, so a record that does
 not fit stops the run before any model is loaded; stdin is kept in a temp file for that.
@@ -135,16 +143,56 @@ stderr; records and summary are still written); 2 usage; 3 bad input (or a recor
                         embedder_loader=load_embedder)
     ops.check_gate_names(gates, scorer)
 
-    with io.job(validate=scorer.validate) as job:
-        for record in scorer.run(job.records()):
-            if not summary_only:
-                job.write(record)
-        summary = scorer.summary(gates)
-        if summary_path:
-            write_jsonl(summary_path, [summary])
-        else:
-            job.write(summary)
+    job = io.job(validate=scorer.validate)
+    run = tracking.start_run(track, "score", warn=job.warn, tags=_lineage(model, judge_ref) if track.enabled else None)
+    with run:
+        run.log_params({**dataclasses.asdict(cfg), "model": model.ref, "judge": judge_ref, "embedder": embedder_ref,
+                        "inputs": list(io.inputs), "fail_under": list(fail_under), "fail_over": list(fail_over),
+                        "max_gap": list(max_gap)})
+        with job:
+            for record in scorer.run(job.records()):
+                if not summary_only:
+                    job.write(record)
+            summary = scorer.summary(gates)
+            if run.active:
+                summary["tracking"] = run.info()
+            if summary_path:
+                write_jsonl(summary_path, [summary])
+            else:
+                job.write(summary)
+        _track_summary(run, summary)
+        _report(job, summary, gates)
 
+
+def _lineage(model: options.ModelConfig, judge_ref: str) -> dict[str, str]:
+    """Tags that link this run to the MLflow run that trained the scored model, if any."""
+    from llmtools.provenance import read_manifest
+
+    tags = {}
+    for role, ref in (("model", model.ref), ("judge", judge_ref)):
+        manifest = read_manifest(ref) if ref and os.path.exists(ref) else None
+        run_id = ((manifest or {}).get("tracking") or {}).get("run_id")
+        if run_id:
+            tags[f"llmtools.{role}_run_id"] = run_id
+    return tags
+
+
+def _track_summary(run: Any, summary: dict) -> None:
+    if not run.active:
+        return
+    figures = {"n": summary["n"], **(summary.get("metrics") or {})}
+    for key, bounds in (summary.get("ci") or {}).items():
+        if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+            figures[f"{key}_ci_low"], figures[f"{key}_ci_high"] = bounds
+    for key, cmp in (summary.get("comparison") or {}).items():
+        figures[f"{key}_delta"] = cmp.get("delta")
+    run.log_metrics(tracking.numeric_metrics(figures))
+    run.log_dict(summary, "summary.json")
+    if summary.get("gates"):
+        run.set_tags({"llmtools.gates": "passed" if all(g["passed"] for g in summary["gates"]) else "failed"})
+
+
+def _report(job: Any, summary: dict, gates: list) -> None:
     job.summary(_rows(summary), records=False)
     failed = [(g, r) for g, r in zip(gates, summary.get("gates", [])) if not r["passed"]]
     if failed:

@@ -8,9 +8,9 @@ other processes before it fails, so that none waits forever for the records.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
-from llmtools import errors, provenance
+from llmtools import errors, provenance, tracking
 from llmtools.io import Job, read_jsonl, source_name
 from llmtools.ops.finetune import checkpoints as ckpt
 from llmtools.ops.finetune import dataset as data
@@ -29,26 +29,30 @@ def finetune(
     eval_fraction: float | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    track: tracking.TrackConfig | None = None,
 ) -> dict | None:
     """Train on `job`'s records and write the model to `output`. `job` (its `validate` a
     dataset.RecordValidator) is opened on rank 0 only, and gets the log records and the final
-    one; the final record is returned on rank 0, None on the other ranks."""
+    one; the final record is returned on rank 0, None on the other ranks. With `track`, rank 0
+    logs the run to MLflow (a resumed run continues the MLflow run it started)."""
     if eval_file and eval_fraction is not None:
         raise errors.UsageError("give --eval-file or --eval-fraction, not both")
     dist = dist_from_env()
     settings.world_size = dist.world
     try:
         if not dist.main:
-            _train(_shared(dist, None), None, settings, fields, output, dist, resume, overwrite)
+            _train(_shared(dist, None), None, settings, fields, output, dist, resume, overwrite, tracking.Run())
             return None
         with job:
             try:
                 payload = read_inputs(job, fields, settings, eval_file, eval_fraction)
+                run = _start_tracking(track, job, settings, output, resume, payload)
             except errors.LLMToolsError as exc:  # tell the other processes, so none waits forever
                 dist.broadcast({"error": exc.message, "code": exc.exit_code})
                 raise
-            final = _train(_shared(dist, payload), job, settings, fields, output, dist, resume, overwrite)
-            job.write(final)
+            with run:
+                final = _train(_shared(dist, payload), job, settings, fields, output, dist, resume, overwrite, run)
+                job.write(final)
         return final
     finally:
         dist_close(dist)
@@ -62,13 +66,44 @@ def _shared(dist: Dist, payload: dict | None) -> dict:
     return payload
 
 
+TRACKING_FILE = "tracking.json"  # in DIR.partial: the MLflow run that --resume continues
+
+
+def _start_tracking(track: tracking.TrackConfig | None, job: Job, settings: Settings, output: str, resume: bool,
+                    payload: dict) -> tracking.Run:
+    """The MLflow run of this fine-tune: the interrupted run's own with --resume, else a new one."""
+    if track is None or not track.enabled:
+        return tracking.Run()
+    previous = None
+    if resume and ckpt.latest_checkpoint(output) is not None:
+        previous = (ckpt.read_json(os.path.join(ckpt.work_dir(output), TRACKING_FILE)) or {}).get("run_id")
+    tags = {"llmtools.output": os.path.abspath(output), "llmtools.base": settings.base,
+            "llmtools.train_sha256": payload["train"]["sha256"]}
+    return tracking.start_run(track, "finetune", warn=job.warn, run_name=os.path.basename(os.path.abspath(output)),
+                              resume_run_id=previous, tags=tags)
+
+
 def _train(payload: dict, job: Job | None, settings: Settings, fields: data.Fields, output: str, dist: Dist,
-           resume: bool, overwrite: bool) -> dict:
+           resume: bool, overwrite: bool, run: tracking.Run) -> dict:
+    return train_payload(payload, settings, fields, output, dist, run, job=job, resume=resume, overwrite=overwrite)
+
+
+def train_payload(payload: dict, settings: Settings, fields: data.Fields, output: str, dist: Dist, run: tracking.Run, *,
+                  job: Job | None = None, resume: bool = False, overwrite: bool = False,
+                  on_record: Callable[[dict], None] | None = None, warn: Callable[[str], None] | None = None) -> dict:
+    """Train on read_inputs' payload and write the model to `output`. Log records go to `job`
+    (when given), to the tracking run and to `on_record` (which may raise to stop the run)."""
     from llmtools.models import hf_dir, identity_of
 
     base_dir = hf_dir(settings.base)
     teacher_dir = hf_dir(settings.teacher) if settings.teacher else None
     run_info = {"train_sha256": payload["train"]["sha256"], "eval_sha256": payload["eval"]["sha256"] if payload["eval"] else None}
+
+    def on_start(run_settings: dict) -> None:
+        base_id = identity_of(settings.base).to_dict()
+        run.log_params({**run_settings, "base_model": base_id or {"name": settings.base}})
+        if run.active:
+            ckpt.write_json(os.path.join(ckpt.work_dir(output), TRACKING_FILE), run.info())
 
     def manifest(run_settings: dict, final: dict) -> dict:
         base_id = identity_of(settings.base).to_dict()
@@ -79,19 +114,49 @@ def _train(payload: dict, job: Job | None, settings: Settings, fields: data.Fiel
             params=run_settings,
             metrics={k: v for k, v in final.items() if k not in ("type", "output", "artifacts")},
             extra={"teacher": identity_of(settings.teacher).to_dict() if settings.teacher else None,
-                   "format": payload["format"], "parent": base_id.get("name") if base_id else None},
+                   "format": payload["format"], "parent": base_id.get("name") if base_id else None,
+                   **({"tracking": run.info()} if run.active else {})},
         )
 
     if resume and job is not None and ckpt.latest_checkpoint(output) is None:
         job.warn(f"--resume: no checkpoint in {ckpt.checkpoints_dir(output)}; starting from scratch")
-    emit = job.write if job is not None else (lambda r: None)
-    reject = (lambda rec, reason: job.reject(rec, reason)) if job is not None else None
+
+    def emit(record: dict) -> None:
+        if job is not None:
+            job.write(record)
+        run.log_record(record)
+        if on_record is not None:
+            on_record(record)
+
+    if job is not None:
+        reject: Callable | None = lambda rec, reason: job.reject(rec, reason)
+    elif warn is not None:
+        reject = lambda rec, reason: warn(f"dropped a record: {reason}")
+    else:
+        reject = None
     with (job.progress("finetune steps") if job is not None else _no_progress()) as advance:
-        return train(
+        final = train(
             payload["train_records"], payload["eval_records"], payload["format"], settings, base_dir, output,
             fields=fields, teacher_dir=teacher_dir, dist=dist, resume=resume, overwrite=overwrite, run_info=run_info,
-            emit=emit, on_drop=reject, progress=advance, manifest_fn=manifest,
+            emit=emit, on_drop=reject, progress=advance, manifest_fn=manifest, on_start=on_start,
         )
+    if run.active:
+        _log_final(run, final, settings)
+    return final
+
+
+def _log_final(run: tracking.Run, final: dict, settings: Settings) -> None:
+    """The run's closing figures and artifacts; the final record names the run."""
+    final["tracking"] = run.info()
+    totals = {k: final[k] for k in ("train_loss", "tokens_seen", "runtime_s", "train_examples", "train_rows", "eval_examples") if k in final}
+    run.log_metrics(tracking.numeric_metrics(totals), step=final["step"])
+    arts = final.get("artifacts") or {}
+    if arts.get("manifest"):
+        run.log_artifact(arts["manifest"])
+    run.log_dict(final, "final.json")
+    if run.log_model:
+        kind = "adapter" if settings.adapter_only else "model"
+        run.log_artifact(arts[kind], kind)
 
 
 def _no_progress() -> Any:

@@ -236,8 +236,10 @@ def train(
     on_drop: Callable | None = None,
     progress: Callable[[int], None] = lambda n=1: None,
     manifest_fn: Callable[[dict, dict], dict] | None = None,
+    on_start: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train and write the model to `output`; returns the final record (rank 0; others get it too)."""
+    """Train and write the model to `output`; returns the final record (rank 0; others get it too).
+    `on_start(run_settings)` is called on rank 0 once the work directory is ready, before step one."""
     import torch
 
     s = settings
@@ -259,6 +261,8 @@ def train(
     resume_from = None
     if dist.main:
         resume_from = ckpt.prepare_work_dir(output, run_settings, resume, overwrite)
+        if on_start is not None:
+            on_start(run_settings)
     resume_from = dist.broadcast(resume_from)
     start_step, local = 0, {"window_ce": 0.0, "window_tokens": 0, "window_input": 0, "window_kl": 0.0}
     if resume_from:

@@ -150,8 +150,10 @@ def quantize_model(
     leave_output_tensor: bool = False,
     trust_pickle: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
+    manifest_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Convert/quantize `source` into `out_path`; returns the report record (see module docstring)."""
+    """Convert/quantize `source` into `out_path`; returns the report record (see module docstring).
+    `manifest_extra` goes into the output's manifest as it is (e.g. the tracking run)."""
     started = time.perf_counter()
     if max_ppl_increase is not None and not evaluate:
         raise errors.UsageError("--max-ppl-increase needs the evaluation; drop --no-eval")
@@ -166,7 +168,7 @@ def quantize_model(
                                  gen_tokens=gen_tokens, warn=warn)
         rep = report(p, files, measured, max_ppl_increase, started)
         os.replace(files.output, p.out_path)  # same folder as `work`: an atomic rename
-    rep["manifest"] = _write_manifest(p, rep, n_ctx=n_ctx, max_eval_tokens=max_eval_tokens)
+    rep["manifest"] = _write_manifest(p, rep, n_ctx=n_ctx, max_eval_tokens=max_eval_tokens, extra=manifest_extra)
     return rep
 
 
@@ -387,7 +389,8 @@ def report(p: Plan, files: Files, measured: dict[str, Any] | None, max_ppl_incre
     return rep
 
 
-def _write_manifest(p: Plan, rep: dict[str, Any], *, n_ctx: int, max_eval_tokens: int) -> str:
+def _write_manifest(p: Plan, rep: dict[str, Any], *, n_ctx: int, max_eval_tokens: int,
+                    extra: dict[str, Any] | None = None) -> str:
     manifest = provenance.build_manifest(
         "gguf",
         inputs={"eval_set": rep["perplexity"]["eval_set"] if rep.get("perplexity") else None},
@@ -403,7 +406,7 @@ def _write_manifest(p: Plan, rep: dict[str, Any], *, n_ctx: int, max_eval_tokens
             "max_eval_tokens": max_eval_tokens,
         },
         metrics={k: rep[k] for k in ("perplexity", "tokens_per_second", "bits_per_weight", "tensor_types") if rep.get(k)},
-        extra={"parent": p.identity.short, "gguf_metadata": p.kv},
+        extra={"parent": p.identity.short, "gguf_metadata": p.kv, **(extra or {})},
     )
     return provenance.write_manifest(p.out_path, manifest)
 
