@@ -11,10 +11,12 @@ Methods, each as its own process (wall, CPU = user + system, peak RSS from wait4
   - `llmtools dedup` from a baseline source tree (--baseline SRC, e.g. an export of main);
   - datasketch MinHashLSH at its own bands for 0.8 (9x13), no verification, in one process;
   - datasketch MinHashLSH with 16x6 bands and candidates checked with MinHash.jaccard;
+  - text-dedup 0.4.0's MinHash (--text-dedup DIR: a `pip install --target DIR text-dedup==0.4.0`).
 Then `--against`: the 4,000 copies and 8,000 unrelated originals checked against a reference
 file holding the 4,000 originals that have copies (recall = copies caught).
 
 Run: .venv/bin/python benchmarks/dedup/bench_recall.py [--rounds 3] [--baseline /tmp/main/src]
+     [--text-dedup DIR]   (a baseline tree: git archive main src | tar -x -C /tmp/main)
 """
 
 from __future__ import annotations
