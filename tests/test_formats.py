@@ -546,3 +546,46 @@ def test_csv_header_has_every_key_in_first_seen_order(tmp_path):
     code, _, err = run("normalize", "-o", out, _jsonl_file(tmp_path, records))
     assert code == 0, err
     assert open(out).read() == "text,x,y\na,1,\nb,,2\n"
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def write_big_parquet(path: str, total_bytes: int, text_bytes: int = 2048, rows_per_group: int = 16384) -> int:
+    """A Parquet file of about `total_bytes` of incompressible text (written uncompressed, so the
+    file is that big), built row group by row group; returns its row count."""
+    import base64
+
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string()), ("meta", pa.struct([("n", pa.int64())]))])
+    blob = base64.b64encode(os.urandom(rows_per_group * text_bytes)).decode()  # twice what one group needs
+    n = 0
+    with pq.ParquetWriter(path, schema, compression="none") as writer:
+        while n * text_bytes < total_bytes:
+            shift = (n // rows_per_group * 7919) % (len(blob) // 2)
+            texts = [blob[shift + i * (text_bytes // 2): shift + i * (text_bytes // 2) + text_bytes] for i in range(rows_per_group)]
+            ids = pa.array(range(n, n + rows_per_group), pa.int64())
+            writer.write_table(pa.table({"id": ids, "text": texts, "meta": pa.StructArray.from_arrays([ids], names=["n"])},
+                                        schema=schema))
+            n += rows_per_group
+    return n
+
+
+@pytest.mark.slow
+def test_a_2gb_parquet_file_streams_through_normalize_in_bounded_memory(tmp_path):
+    path = str(tmp_path / "big.parquet")
+    rows = write_big_parquet(path, 2 << 30)
+    assert os.path.getsize(path) > 2 << 30
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "llmtools", "normalize", "--field", "text", "-q", path],
+                            stdout=subprocess.PIPE, env=env)
+    count = 0
+    last = b""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        count += 1
+        last = line
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert count == rows and orjson.loads(last)["meta"] == {"n": rows - 1}
+    peak_mb = usage.ru_maxrss / 1024
+    assert peak_mb < 500, f"peak RSS {peak_mb:.0f} MB"
