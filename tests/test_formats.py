@@ -589,3 +589,19 @@ def test_a_2gb_parquet_file_streams_through_normalize_in_bounded_memory(tmp_path
     assert count == rows and orjson.loads(last)["meta"] == {"n": rows - 1}
     peak_mb = usage.ru_maxrss / 1024
     assert peak_mb < 500, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_side_files_in_other_formats(tmp_path):
+    """dedup --against, finetune --eval-file and watch --reference read any format too."""
+    text = "the kettle arrived broken and nobody answered my three emails about a refund for it"
+    ref = write_parquet(tmp_path / "heldout.parquet", [{"id": "h1", "text": text}])
+    data = tmp_path / "train.csv"
+    data.write_text(f"id,text\nt1,{text}\nt2,a completely different ticket about a missing bike lock part\n")
+    res = run_cli(["dedup", "--against", ref, str(data)])
+    assert res.exit_code == 0, res.stderr
+    assert [r["id"] for r in res.records()] == ["t2"]
+    assert list(lio.read_jsonl(ref)) == [{"id": "h1", "text": text}]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1\n")
+    with pytest.raises(BadInputError, match=r"bad.csv:2: 1 fields, the header has 2"):
+        list(lio.read_jsonl(str(bad)))

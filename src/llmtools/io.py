@@ -375,7 +375,11 @@ def read_jsonl(path: str) -> Iterator[dict]:
 
     fmt = formats.detect(path)
     if fmt != "jsonl":
-        for loc, value, reason, _raw in formats.read(path, fmt, formats.ReadOptions()):
+        for item in formats.read(path, fmt, formats.ReadOptions()):
+            if type(item) is formats.Rows:
+                yield from item.records  # rows of a table are objects
+                continue
+            loc, value, reason, _raw = item
             if type(loc) is tuple:
                 name, loc = loc
             if reason is None and not isinstance(value, dict):
