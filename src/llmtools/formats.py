@@ -172,7 +172,7 @@ class _ZstdStream(_stdio.RawIOBase):
             chunk = self._raw.read(1 << 16)
             if not chunk:
                 if self._in_frame:
-                    raise EOFError("the zstd stream ends in the middle of a frame")
+                    raise EOFError(_ZSTD_TAG + "it ends in the middle of a frame (truncated?)")
                 return 0
             self._feed(chunk)
         n = min(len(buf), len(self._pending))
@@ -186,7 +186,7 @@ class _ZstdStream(_stdio.RawIOBase):
             try:
                 self._pending += self._dec.decompress(chunk)
             except self._z.ZstdError as exc:
-                raise EOFError(f"corrupt zstd stream: {exc}") from None
+                raise EOFError(f"{_ZSTD_TAG}{exc}") from None
             if not self._dec.eof:
                 return
             chunk = self._dec.unused_data  # the next frame, if any
@@ -220,12 +220,14 @@ def _seekable_copy(path: str) -> Any:
 
 def _decompress_error(exc: BaseException) -> str | None:
     """The reason when `exc` is a broken .gz/.zst stream, else None."""
-    if isinstance(exc, EOFError):
-        return f"compressed stream ends early or is corrupt: {exc}"
-    name = type(exc).__name__
-    if name == "BadGzipFile" or "gzip" in str(exc).lower():
+    if isinstance(exc, EOFError) and str(exc).startswith(_ZSTD_TAG):
+        return f"corrupt zstd stream: {str(exc)[len(_ZSTD_TAG):]}"
+    if isinstance(exc, EOFError) or type(exc).__name__ == "BadGzipFile" or "gzip" in str(exc).lower():
         return f"corrupt gzip stream: {exc}"
     return None
+
+
+_ZSTD_TAG = "zstd: "  # how _ZstdStream's errors begin, so they are told apart from gzip's
 
 
 # --------------------------------------------------------------------------- readers
