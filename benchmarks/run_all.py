@@ -24,6 +24,7 @@ SCRIPTS = {
     "serve": ["serve/bench.py"],
     "watch": ["watch/bench.py"],
     "models": ["models/bench.py"],
+    "io": ["io/bench.py"],
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -390,7 +391,8 @@ def test_zst_stream_that_ends_early(tmp_path):
     path.write_bytes(data[: len(data) * 3 // 4])
     code, out, err = run("normalize", str(path))
     assert code == 3 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"llmtools: error: {path}: compressed stream ends early")
+    assert re.match(rf"llmtools: error: {re.escape(str(path))}:\d+: corrupt zstd stream: it ends in the middle of a frame",
+                    err.strip().splitlines()[-1])
     # CSV in a cut stream: with skip, every row before the cut is saved
     rows = b"text\n" + b"".join(b"row %d\n" % i for i in range(100_000))  # zstd blocks hold 128 KiB: several
     data = _zst(rows)
@@ -399,7 +401,7 @@ def test_zst_stream_that_ends_early(tmp_path):
     code, out, err = run("normalize", "--on-error", "skip", str(path))
     got = [r["text"] for r in jsonl(out)]
     assert code == 0 and 1000 < len(got) < 100_000 and got == [f"row {i}" for i in range(len(got))]
-    assert "compressed stream ends early" in err
+    assert "corrupt zstd stream" in err
 
 
 def test_a_whole_zst_file_reads_across_frames(tmp_path):
@@ -546,3 +548,62 @@ def test_csv_header_has_every_key_in_first_seen_order(tmp_path):
     code, _, err = run("normalize", "-o", out, _jsonl_file(tmp_path, records))
     assert code == 0, err
     assert open(out).read() == "text,x,y\na,1,\nb,,2\n"
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def write_big_parquet(path: str, total_bytes: int, text_bytes: int = 2048, rows_per_group: int = 16384) -> int:
+    """A Parquet file of about `total_bytes` of incompressible text (written uncompressed, so the
+    file is that big), built row group by row group; returns its row count."""
+    import base64
+
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string()), ("meta", pa.struct([("n", pa.int64())]))])
+    blob = base64.b64encode(os.urandom(rows_per_group * text_bytes)).decode()  # twice what one group needs
+    n = 0
+    with pq.ParquetWriter(path, schema, compression="none") as writer:
+        while n * text_bytes < total_bytes:
+            shift = (n // rows_per_group * 7919) % (len(blob) // 2)
+            texts = [blob[shift + i * (text_bytes // 2): shift + i * (text_bytes // 2) + text_bytes] for i in range(rows_per_group)]
+            ids = pa.array(range(n, n + rows_per_group), pa.int64())
+            writer.write_table(pa.table({"id": ids, "text": texts, "meta": pa.StructArray.from_arrays([ids], names=["n"])},
+                                        schema=schema))
+            n += rows_per_group
+    return n
+
+
+@pytest.mark.slow
+def test_a_2gb_parquet_file_streams_through_normalize_in_bounded_memory(tmp_path):
+    path = str(tmp_path / "big.parquet")
+    rows = write_big_parquet(path, 2 << 30)
+    assert os.path.getsize(path) > 2 << 30
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "llmtools", "normalize", "--field", "text", "-q", path],
+                            stdout=subprocess.PIPE, env=env)
+    count = 0
+    last = b""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        count += 1
+        last = line
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert count == rows and orjson.loads(last)["meta"] == {"n": rows - 1}
+    peak_mb = usage.ru_maxrss / 1024
+    assert peak_mb < 500, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_side_files_in_other_formats(tmp_path):
+    """dedup --against, finetune --eval-file and watch --reference read any format too."""
+    text = "the kettle arrived broken and nobody answered my three emails about a refund for it"
+    ref = write_parquet(tmp_path / "heldout.parquet", [{"id": "h1", "text": text}])
+    data = tmp_path / "train.csv"
+    data.write_text(f"id,text\nt1,{text}\nt2,a completely different ticket about a missing bike lock part\n")
+    res = run_cli(["dedup", "--against", ref, str(data)])
+    assert res.exit_code == 0, res.stderr
+    assert [r["id"] for r in res.records()] == ["t2"]
+    assert list(lio.read_jsonl(ref)) == [{"id": "h1", "text": text}]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1\n")
+    with pytest.raises(BadInputError, match=r"bad.csv:2: 1 fields, the header has 2"):
+        list(lio.read_jsonl(str(bad)))

@@ -40,6 +40,19 @@ PYARROW_HINT = "pip install 'llmtools[parquet]'"
 Item = tuple[Any, Any, "str | None", "bytes | None"]  # (location, record, reason, raw)
 
 
+class Rows:
+    """A run of good rows from a table reader (Parquet, Arrow), numbered from `first` (1 is the
+    file's first row): yielded instead of one Item per row, which costs more than the row's
+    own conversion."""
+
+    __slots__ = ("first", "records", "file")
+
+    def __init__(self, first: int, records: list[dict], file: str | None = None):
+        self.first = first
+        self.records = records
+        self.file = file  # a file of a dataset folder
+
+
 @dataclass
 class ReadOptions:
     """How non-JSONL inputs are read (the --format, --csv-types and --txt-paragraphs options)."""
@@ -159,7 +172,7 @@ class _ZstdStream(_stdio.RawIOBase):
             chunk = self._raw.read(1 << 16)
             if not chunk:
                 if self._in_frame:
-                    raise EOFError("the zstd stream ends in the middle of a frame")
+                    raise EOFError(_ZSTD_TAG + "it ends in the middle of a frame (truncated?)")
                 return 0
             self._feed(chunk)
         n = min(len(buf), len(self._pending))
@@ -173,7 +186,7 @@ class _ZstdStream(_stdio.RawIOBase):
             try:
                 self._pending += self._dec.decompress(chunk)
             except self._z.ZstdError as exc:
-                raise EOFError(f"corrupt zstd stream: {exc}") from None
+                raise EOFError(f"{_ZSTD_TAG}{exc}") from None
             if not self._dec.eof:
                 return
             chunk = self._dec.unused_data  # the next frame, if any
@@ -207,19 +220,22 @@ def _seekable_copy(path: str) -> Any:
 
 def _decompress_error(exc: BaseException) -> str | None:
     """The reason when `exc` is a broken .gz/.zst stream, else None."""
-    if isinstance(exc, EOFError):
-        return f"compressed stream ends early or is corrupt: {exc}"
-    name = type(exc).__name__
-    if name == "BadGzipFile" or "gzip" in str(exc).lower():
+    if isinstance(exc, EOFError) and str(exc).startswith(_ZSTD_TAG):
+        return f"corrupt zstd stream: {str(exc)[len(_ZSTD_TAG):]}"
+    if isinstance(exc, EOFError) or type(exc).__name__ == "BadGzipFile" or "gzip" in str(exc).lower():
         return f"corrupt gzip stream: {exc}"
     return None
+
+
+_ZSTD_TAG = "zstd: "  # how _ZstdStream's errors begin, so they are told apart from gzip's
 
 
 # --------------------------------------------------------------------------- readers
 
 
-def read(path: str, fmt: str, opts: ReadOptions) -> Iterator[Item]:
-    """The items of `path` in `fmt` (not jsonl: io.Job reads that itself)."""
+def read(path: str, fmt: str, opts: ReadOptions) -> Iterator[Any]:
+    """The items of `path` in `fmt` (not jsonl: io.Job reads that itself): Items, and Rows
+    from the table formats."""
     reader = _READERS[fmt]
     try:
         yield from reader(path, opts)
@@ -449,9 +465,9 @@ def _read_parquet(path: str, opts: ReadOptions) -> Iterator[Item]:
         rows = max(1, min(MAX_BATCH_ROWS, BATCH_BYTES * info.num_rows // max(1, info.total_byte_size)))
         try:
             for batch in pf.iter_batches(batch_size=rows, row_groups=[group], use_threads=False):
-                for record in _batch_records(batch, convert):
-                    row += 1
-                    yield f"row {row}", record, None, None
+                records = _batch_records(batch, convert)
+                yield Rows(row + 1, records)
+                row += len(records)
         except (pa.ArrowException, OSError, ValueError) as exc:
             yield f"row group {group}", None, f"corrupt row group (rows {first_row + 1}-{first_row + info.num_rows}): {exc}", None
             row = first_row + info.num_rows
@@ -493,9 +509,8 @@ def _read_arrow(path: str, opts: ReadOptions) -> Iterator[Item]:
             step = max(1, min(MAX_BATCH_ROWS, BATCH_BYTES * batch.num_rows // max(1, batch.nbytes)))
             for offset in range(0, batch.num_rows, step):
                 records = _batch_records(batch.slice(offset, step), convert)
-                for record in records:
-                    row += 1
-                    yield f"row {row}", record, None, None
+                yield Rows(row + 1, records)
+                row += len(records)
         except (pa.ArrowException, OSError, ValueError) as exc:
             # A stream cannot be picked up again after a bad batch: what follows is lost.
             yield f"record batch {index}", None, f"corrupt record batch after row {row}: {exc}", None
@@ -505,8 +520,13 @@ def _read_arrow(path: str, opts: ReadOptions) -> Iterator[Item]:
 
 def _located(file: str, items: Iterator[Item]) -> Iterator[Item]:
     """Items of one file of a folder, located in that file: ((file, location), ...)."""
-    for loc, record, reason, raw in items:
-        yield (file, loc), record, reason, raw
+    for item in items:
+        if type(item) is Rows:
+            item.file = file
+            yield item
+        else:
+            loc, record, reason, raw = item
+            yield (file, loc), record, reason, raw
 
 
 def _folder_files(path: str) -> tuple[str, list[str]]:
@@ -736,10 +756,13 @@ def _batch_of(pa: Any, rows: list[Any]) -> Any:
     """An Arrow batch of `rows`, a column per key any row has, in the order first seen
     (RecordBatch.from_pylist takes the first row's keys only, dropping the others silently)."""
     keys: dict[str, None] = {}
+    last: Any = None
     for row in rows:
         if type(row) is not dict:
             raise TypeError(f"a record is {type(row).__name__}, not an object")
-        keys.update(dict.fromkeys(row))
+        if row.keys() != last:  # records mostly share their keys: compare views, merge on a change
+            last = row.keys()
+            keys.update(dict.fromkeys(row))
     if not keys:
         raise ValueError("records with no keys at all: a Parquet row needs a column")
     return pa.RecordBatch.from_arrays([pa.array([row.get(k) for row in rows]) for k in keys], names=list(keys))

@@ -375,7 +375,11 @@ def read_jsonl(path: str) -> Iterator[dict]:
 
     fmt = formats.detect(path)
     if fmt != "jsonl":
-        for loc, value, reason, _raw in formats.read(path, fmt, formats.ReadOptions()):
+        for item in formats.read(path, fmt, formats.ReadOptions()):
+            if type(item) is formats.Rows:
+                yield from item.records  # rows of a table are objects
+                continue
+            loc, value, reason, _raw = item
             if type(loc) is tuple:
                 name, loc = loc
             if reason is None and not isinstance(value, dict):
@@ -521,6 +525,12 @@ def _split_where(where: str) -> tuple[str, int | None, dict[str, Any]]:
     return source, None, {m[1].replace(" ", "_"): int(m[2])}
 
 
+def formats_rows() -> type:
+    from llmtools.formats import Rows
+
+    return Rows
+
+
 class Job:
     """One command run: its input sources, output, error policy, rejects and counters.
 
@@ -579,6 +589,7 @@ class Job:
         self.reasons: Counter[str] = Counter()
         self._where: dict[int, tuple[str, int]] = {}
         self._source, self._line = "-", 0
+        self._unit = ""  # "row " while a table's rows are read: `location` is "source:row N"
         self._writer: RecordWriter | None = None
         self._rejects: RecordWriter | None = None
         if on_error not in ON_ERROR_CHOICES:
@@ -632,6 +643,7 @@ class Job:
         if self.field and opts.text_field != self.field and top_key(self.field) is not None:
             opts = formats.ReadOptions(opts.format, opts.csv_types, opts.txt_paragraphs, self.field)
         for path, fmt in plan:
+            self._unit = ""
             name = self._names.get(path) or source_name(path)
             if fmt == "jsonl":
                 yield from self._jsonl_records([(name, iter_lines(path))], checked)
@@ -646,8 +658,30 @@ class Job:
         field = self.field if validate is None and checked else None
         self._source = name
         n_in = 0
+        rows_type = formats_rows()
+        fast_key = top_key(field) if field else None
         try:
-            for loc, value, reason, raw in items:
+            for item in items:
+                if type(item) is rows_type:  # a run of good rows: the per-row work, in one loop
+                    src = item.file or name
+                    self._source, self._unit = src, "row "
+                    row = item.first - 1
+                    for value in item.records:
+                        row += 1
+                        n_in += 1
+                        self._line = row
+                        if fast_key is None or type(value.get(fast_key)) is not str:
+                            reason = validate(value) if validate is not None else check_text(value, field) if field else None
+                            if reason is not None and not self._bad(f"{src}:row {row}", reason, record=value):
+                                continue
+                        if locate:
+                            where_of[id(value)] = (src, f"row {row}")
+                            if len(where_of) > 4096:
+                                del where_of[next(iter(where_of))]
+                        yield value
+                    self._unit = ""
+                    continue
+                loc, value, reason, raw = item
                 n_in += 1
                 src = name
                 if type(loc) is tuple:  # (file, location): a file of a dataset folder
@@ -792,7 +826,7 @@ class Job:
     @property
     def location(self) -> str:
         """"source:line" of the line read last."""
-        return f"{self._source}:{self._line}"
+        return f"{self._source}:{self._unit}{self._line}"
 
     def where(self, record: Any, forget: bool = False) -> str:
         """"source:line" a record was read from (the last line read, if it is not known: records
@@ -832,9 +866,20 @@ class Job:
         """`write()` each record, in one loop without the per-record call layers."""
         writer = self._writer
         assert writer is not None, "Job used outside its with-block"
-        if writer.flush_each or type(writer) is not RecordWriter:  # flushed, or Parquet/CSV
+        if writer.flush_each:
             for record in records:
                 self.write(record)
+            return
+        if type(writer) is not RecordWriter:  # Parquet, CSV: records, not lines
+            write, forget, locating, n = writer.write, self._where.pop, self._locating, 0
+            try:
+                for record in records:
+                    write(record)
+                    if locating:
+                        forget(id(record), None)
+                    n += 1
+            finally:
+                self.counts["out"] += n
             return
         out, dumps, option, forget = writer._out.write, orjson.dumps, orjson.OPT_APPEND_NEWLINE, self._where.pop
         locating = self._locating

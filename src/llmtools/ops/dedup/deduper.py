@@ -164,6 +164,17 @@ def digest(text: str, opts: DedupOptions) -> bytes:
 # --------------------------------------------------------------------------- references
 
 
+def _reference_lines(path: str) -> Any:
+    """(line number, raw JSONL line) of a reference file, or, for Parquet, CSV and the other
+    formats io reads by extension, (row number, record)."""
+    from llmtools import formats
+    from llmtools.io import read_jsonl
+
+    if formats.detect(path) == "jsonl":
+        return iter_lines(path)
+    return enumerate(read_jsonl(path), 1)
+
+
 class References:
     """The --against sets: never output, never indexed; every hit is verified exactly."""
 
@@ -180,8 +191,8 @@ class References:
         texts: list[str] = []
         for path in opts.against:
             name = source_name(path)
-            for lineno, raw in iter_lines(path):
-                value, reason = loads_line(raw)
+            for lineno, raw in _reference_lines(path):
+                value, reason = loads_line(raw) if type(raw) is bytes else (raw, None)
                 if reason is None and not isinstance(value, dict):
                     reason = f"expected a JSON object, got {type(value).__name__}"
                 text = get_text(value, opts.field) if reason is None else None
