@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import sys
 
 import orjson
@@ -140,14 +141,15 @@ def test_gzip_and_multiple_inputs(tmp_path):
 
 def test_corrupt_gzip_is_bad_input(tmp_path):
     path = _write(tmp_path, "x.jsonl.gz", b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(BadInputError, match=r"x.jsonl.gz:1: corrupt gzip stream"):
+    broken = r"(corrupt gzip stream|compressed stream ends early or is corrupt)"  # formats._decompress_error
+    with pytest.raises(BadInputError, match=rf"x.jsonl.gz:1: {broken}"):
         list(lio.iter_lines(path))
     data = gzip.compress(b"".join(b'{"text": "line %d"}\n' % i for i in range(2000)))
     path = _write(tmp_path, "cut.jsonl.gz", data[: len(data) // 2])
     lines = []
     with pytest.raises(BadInputError) as err:
         lines.extend(lio.iter_lines(path))
-    assert lines and str(err.value).startswith(f"{path}:{len(lines) + 1}: corrupt gzip stream")
+    assert lines and re.match(rf"{re.escape(path)}:{len(lines) + 1}: {broken}", str(err.value)), str(err.value)
 
 
 def test_missing_file_is_usage_error(tmp_path):

@@ -26,7 +26,7 @@ _MEANINGS = {
     ExitCode.OK: "success",
     ExitCode.FAILURE: "runtime failure, or a gate failed (--fail-under, --max-ppl-increase, watch --once alert)",
     ExitCode.USAGE: "usage error: bad option or argument",
-    ExitCode.BAD_INPUT: "bad input data (invalid JSON, not an object, invalid UTF-8, missing or non-string field)",
+    ExitCode.BAD_INPUT: "bad input data (invalid JSON, not an object, invalid UTF-8, nested too deeply, missing or non-string field, corrupt .gz)",
     ExitCode.MISSING: "a missing optional dependency, model or data file; the message says what to install",
     ExitCode.INTERRUPTED: "interrupted (SIGINT)",
 }
