@@ -166,9 +166,10 @@ def worker_sft(args: argparse.Namespace) -> dict:
     dataset = Dataset.from_list([{"input_ids": e.input_ids, "completion_mask": [int(x != IGNORE) for x in e.labels]} for e in examples])
     model = _hf_model(args.seed)
     # Rows after TRL's packing: its own count decides the steps of one epoch.
-    # gradient_checkpointing is on by default in SFTConfig; off here, as on the other two sides.
+    # SFTConfig turns on gradient checkpointing and bf16 autocast by default; both off here, as on
+    # the other two sides (same dtype: fp32).
     config = SFTConfig(max_length=args.max_seq_len, packing=True, completion_only_loss=True, num_train_epochs=1,
-                       gradient_checkpointing=False,
+                       gradient_checkpointing=False, bf16=False,
                        **{k: v for k, v in _common_args(args, -1).items()})
     trainer = _sequential(SFTTrainer)(model=model, args=config, train_dataset=dataset, processing_class=tok)
     rows = len(trainer.train_dataset)
@@ -193,7 +194,22 @@ def worker_llmtools(args: argparse.Namespace) -> dict:
             "--batch-size", str(args.batch_size), "--max-seq-len", str(args.max_seq_len), "--save-every", "0",
             "--log-every", "1000000", "--seed", str(args.seed), "--lr", str(LR), "--lora-r", str(LORA["r"]),
             "--lora-alpha", str(LORA["lora_alpha"]), "--lora-dropout", str(LORA["lora_dropout"]), "-q", args.data]
-    argv[1:1] = args.llmtools_flags
+    # Bench-only switches to measure what each fast path pays: "full-logits" puts back the LM head
+    # over every token, "plain-adamw" the for-loop AdamW; anything else is a real CLI flag.
+    flags = list(args.llmtools_flags)
+    if "full-logits" in flags:
+        from llmtools.ops.finetune import losses
+
+        losses.head_parts = lambda model: None
+        flags.remove("full-logits")
+    if "plain-adamw" in flags:
+        import torch
+
+        from llmtools.ops.finetune import training
+
+        training._adamw = lambda groups, lr: torch.optim.AdamW(groups, lr=lr, foreach=False)
+        flags.remove("plain-adamw")
+    argv[1:1] = flags
     buf = _io.BytesIO()
     real = sys.stdout
     sys.stdout = _io.TextIOWrapper(buf, write_through=True)
@@ -318,6 +334,23 @@ def _print_summary(summary: dict) -> None:
     sys.stdout.flush()
 
 
+ABLATIONS = [(), ("--padded",), ("full-logits",), ("plain-adamw",), ("--padded", "full-logits", "plain-adamw")]
+
+
+def ablate(args: argparse.Namespace, data: str, results: dict) -> None:
+    """llmtools as shipped, then with each fast path taken out, and with all of them out."""
+    print(HEADER)
+    for rep in range(args.ablate):
+        for flags in ABLATIONS[rep % len(ABLATIONS):] + ABLATIONS[: rep % len(ABLATIONS)]:
+            r = run_worker("llmtools", args, data, args.max_seq_len, flags)
+            results["vs"].append(r)
+            print(_row(r), flush=True)
+    names = ["llmtools " + " ".join(f) if f else "llmtools" for f in ABLATIONS]
+    results["summary"] = summarise(results["vs"], names, "llmtools")
+    _print_summary(results["summary"])
+    Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", choices=["trainer", "llmtools", "sft", "profile"])
@@ -334,6 +367,8 @@ def main() -> None:
     ap.add_argument("--mixed-repeats", type=int, default=1, help="repeats of the mixed-length part (0: skip it)")
     ap.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset of llmtools,trainer,sft")
     ap.add_argument("--profile", action="store_true", help="profile two llmtools training steps and exit")
+    ap.add_argument("--ablate", type=int, default=0, metavar="N",
+                    help="instead of the comparison: N interleaved repeats of llmtools with each fast path taken out")
     ap.add_argument("--results", default=str(Path(__file__).with_name("results.json")))
     args = ap.parse_args()
     if args.worker == "profile" or args.profile:
@@ -358,6 +393,9 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "vs": [], "mixed": [],
     }
     print(f"{results['machine']}; {n} records, seq {args.max_seq_len}, batch {args.batch_size}; load {os.getloadavg()}\n")
+    if args.ablate:
+        ablate(args, same, results)
+        return
     print(HEADER)
     for rep in range(args.repeats):
         order = sides[rep % len(sides):] + sides[: rep % len(sides)]  # rotate: no side always runs first
