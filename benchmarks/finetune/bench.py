@@ -140,12 +140,12 @@ def worker_trainer(args: argparse.Namespace) -> dict:
     targs = TrainingArguments(remove_unused_columns=False, **_common_args(args, steps))
     trainer = _sequential(Trainer)(model=model, args=targs, train_dataset=dataset,
                                    data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = trainer.train()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = peak_rss_mb()
     tokens = sum(len(e.input_ids) for e in examples)
-    return {"side": "trainer", "rows": len(dataset), "steps": steps, "train_s": wall, "tokens": tokens,
+    return {"side": "trainer", "rows": len(dataset), "steps": steps, "train_s": wall, "cpu_s": cpu, "tokens": tokens,
             "train_loss": out.training_loss, "peak_rss_mb": rss, "eval_loss": _eval_loss(model, tok, args)}
 
 
@@ -173,12 +173,12 @@ def worker_sft(args: argparse.Namespace) -> dict:
                        **{k: v for k, v in _common_args(args, -1).items()})
     trainer = _sequential(SFTTrainer)(model=model, args=config, train_dataset=dataset, processing_class=tok)
     rows = len(trainer.train_dataset)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = trainer.train()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = peak_rss_mb()
     tokens = sum(len(e.input_ids) for e in examples)
-    return {"side": "sft", "rows": rows, "steps": out.global_step, "train_s": wall, "tokens": tokens,
+    return {"side": "sft", "rows": rows, "steps": out.global_step, "train_s": wall, "cpu_s": cpu, "tokens": tokens,
             "train_loss": out.training_loss, "peak_rss_mb": rss, "eval_loss": _eval_loss(model, tok, args)}
 
 
@@ -210,6 +210,19 @@ def worker_llmtools(args: argparse.Namespace) -> dict:
         training._adamw = lambda groups, lr: torch.optim.AdamW(groups, lr=lr, foreach=False)
         flags.remove("plain-adamw")
     argv[1:1] = flags
+    # CPU seconds of the same span as runtime_s: the loop's clock reads are mirrored by CPU-time reads
+    # (its second read starts the loop; its last one ends it).
+    from llmtools.ops.finetune import training
+
+    cpu_reads: list = []
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            cpu_reads.append(time.process_time())
+            return time.perf_counter()
+
+    training.time = Clock  # type: ignore[assignment]
     buf = _io.BytesIO()
     real = sys.stdout
     sys.stdout = _io.TextIOWrapper(buf, write_through=True)
@@ -233,7 +246,8 @@ def worker_llmtools(args: argparse.Namespace) -> dict:
     tok = AutoTokenizer.from_pretrained(hf_dir("smollm2"))
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(hf_dir("smollm2")), out_dir)
     return {"side": "llmtools " + " ".join(args.llmtools_flags) if args.llmtools_flags else "llmtools",
-            "rows": final["train_rows"], "steps": final["step"], "train_s": final["runtime_s"], "tokens": final["tokens_seen"],
+            "rows": final["train_rows"], "steps": final["step"], "train_s": final["runtime_s"], "cpu_s": cpu_reads[-1] - cpu_reads[1],
+            "tokens": final["tokens_seen"],
             "train_loss": final["train_loss"], "peak_rss_mb": rss, "eval_loss": _eval_loss(model, tok, args)}
 
 
@@ -278,7 +292,7 @@ def run_worker(kind: str, args: argparse.Namespace, data: str, max_len: int, fla
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     r.update(load_before=load_before, load_after=os.getloadavg()[0], process_s=time.perf_counter() - t0,
-             tokens_per_s=r["tokens"] / r["train_s"])
+             tokens_per_s=r["tokens"] / r["train_s"], tokens_per_cpu_s=r["tokens"] / r["cpu_s"])
     return r
 
 
@@ -296,11 +310,12 @@ def mixed_lengths(path: str, n: int, seed: int = 0) -> None:
 
 def _row(r: dict) -> str:
     return (f"| {r['side']} | {r['rows']} | {r['steps']} | {r['tokens']} | {r['train_s']:.1f} | {r['tokens_per_s']:.0f} | "
+            f"{r['tokens_per_cpu_s']:.0f} | "
             f"{r['peak_rss_mb']:.0f} | {r['train_loss']:.4f} | {r['eval_loss']:.4f} | {r['load_before']:.1f}-{r['load_after']:.1f} |")
 
 
-HEADER = ("| side | rows | steps | tokens | train s | tokens/s | peak RSS MB | train loss | eval loss | load |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| side | rows | steps | tokens | train s | tokens/s | tokens/CPU-s | peak RSS MB | train loss | eval loss | load |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def summarise(runs: list, sides: list, base: str) -> dict:
@@ -311,21 +326,24 @@ def summarise(runs: list, sides: list, base: str) -> dict:
         if not rs:
             continue
         out[side] = {k: {"median": statistics.median(r[k] for r in rs), "min": min(r[k] for r in rs), "max": max(r[k] for r in rs)}
-                     for k in ("tokens_per_s", "train_s", "peak_rss_mb", "eval_loss", "train_loss")}
+                     for k in ("tokens_per_s", "tokens_per_cpu_s", "train_s", "peak_rss_mb", "eval_loss", "train_loss")}
         out[side]["runs"] = len(rs)
     for side in out:
         if side != base and base in out:
             out[side]["speed_vs_" + base] = out[side]["tokens_per_s"]["median"] / out[base]["tokens_per_s"]["median"]
+            out[side]["cpu_speed_vs_" + base] = out[side]["tokens_per_cpu_s"]["median"] / out[base]["tokens_per_cpu_s"]["median"]
             out[side]["rss_vs_" + base] = out[side]["peak_rss_mb"]["median"] / out[base]["peak_rss_mb"]["median"]
             out[side]["eval_loss_vs_" + base] = out[side]["eval_loss"]["median"] / out[base]["eval_loss"]["median"]
     return out
 
 
 def _print_summary(summary: dict) -> None:
-    print("\n| side | runs | tokens/s median (range) | peak RSS MB median (range) | eval loss median |\n|---|---|---|---|---|")
+    print("\n| side | runs | tokens/s median (range) | tokens/CPU-s median (range) | peak RSS MB median (range) | eval loss median |\n"
+          "|---|---|---|---|---|---|")
     for side, s in summary.items():
-        t, m = s["tokens_per_s"], s["peak_rss_mb"]
-        print(f"| {side} | {s['runs']} | {t['median']:.1f} ({t['min']:.1f}-{t['max']:.1f}) | {m['median']:.0f} ({m['min']:.0f}-{m['max']:.0f}) | "
+        t, c, m = s["tokens_per_s"], s["tokens_per_cpu_s"], s["peak_rss_mb"]
+        print(f"| {side} | {s['runs']} | {t['median']:.1f} ({t['min']:.1f}-{t['max']:.1f}) | {c['median']:.1f} ({c['min']:.1f}-{c['max']:.1f}) | "
+              f"{m['median']:.0f} ({m['min']:.0f}-{m['max']:.0f}) | "
               f"{s['eval_loss']['median']:.4f} |")
     for side, s in summary.items():
         for k, v in s.items():
@@ -405,8 +423,9 @@ def main() -> None:
             print(_row(r), flush=True)
     results["summary"] = summarise(results["vs"], sides, "trainer")
     if "sft" in results["summary"] and "llmtools" in results["summary"]:
-        results["summary"]["llmtools"]["speed_vs_sft"] = (results["summary"]["llmtools"]["tokens_per_s"]["median"]
-                                                          / results["summary"]["sft"]["tokens_per_s"]["median"])
+        ours, sft = results["summary"]["llmtools"], results["summary"]["sft"]
+        for key, name in (("tokens_per_s", "speed_vs_sft"), ("tokens_per_cpu_s", "cpu_speed_vs_sft"), ("peak_rss_mb", "rss_vs_sft")):
+            ours[name] = ours[key]["median"] / sft[key]["median"]
     _print_summary(results["summary"])
     Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
 
