@@ -155,3 +155,24 @@ class _Params:
 
     def named_parameters(self):
         return [("weight", self.params[0]), ("bias", self.params[1])]
+
+
+def test_padding_free_training_logs_the_same_losses_as_padded_training(cli, tiny_model_dir, tmp_path):
+    """Through the real command: same data order, same per-step losses, batches with or without pads."""
+    import json
+
+    words = "one two three four five six seven eight nine ten eleven twelve".split()
+    recs = [{"prompt": "hello " + " ".join(words[: 1 + (i * 7) % 12]), "completion": f" {words[i % 12]} goodbye"} for i in range(16)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    logs = {}
+    for flag in ("--padding-free", "--padded"):
+        out = tmp_path / flag.strip("-")
+        res = cli(["finetune", "--base", tiny_model_dir, "-o", out, "--max-steps", "3", "--log-every", "1", "--lora-dropout", "0",
+                   "--lr", "1e-2", "--eval-fraction", "0.25", flag, str(data)])
+        assert res.exit_code == 0, res.stderr
+        recs_out = res.records()
+        logs[flag] = [r["loss"] for r in recs_out if r["type"] == "train"] + [recs_out[-1]["eval_loss"]]
+        assert json.loads((out / "llmtools-manifest.json").read_text())["params"]["padding_free"] is (flag == "--padding-free")
+    assert len(logs["--padded"]) == 4 and logs["--padded"][0] != logs["--padded"][2]  # it did train
+    assert logs["--padding-free"] == pytest.approx(logs["--padded"], rel=1e-4)
