@@ -119,7 +119,8 @@ class PromptTemplate:
     def render_text(self, record: dict, **extra: Any) -> str:
         """The template's output for `record`; TemplateError when the record cannot fill it."""
         context = dict(record) if isinstance(record, dict) else {}
-        context.update(record=record, examples=self.examples.records, variant=self.variant, **extra)
+        context.update(record=record, examples=self.examples.records, variant=self.variant)
+        context.update(extra)
         try:
             return self._template.render(context)
         except self._security_error as exc:
@@ -129,10 +130,10 @@ class PromptTemplate:
         except Exception as exc:  # a filter or test failed on this record's values
             raise TemplateError(f"template {os.path.basename(self.name)}: {type(exc).__name__}: {exc}") from None
 
-    def render(self, record: dict, chat: bool = False) -> tuple[str, Any]:
+    def render(self, record: dict, chat: bool = False, **extra: Any) -> tuple[str, Any]:
         """("chat", messages) or ("generate", prompt) for `record`. A plain prompt becomes one user
-        message when `chat` is set."""
-        text = self.render_text(record)
+        message when `chat` is set. `extra` are more variables (they win over record fields)."""
+        text = self.render_text(record, **extra)
         messages = parse_messages(text, self.name)
         if messages is not None:
             return "chat", messages

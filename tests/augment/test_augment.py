@@ -327,3 +327,47 @@ def test_paraphrase_with_default_model():
     rec = json.loads(proc.stdout)
     assert rec["augmentation"]["params"]["model"]["name"] == "smollm2"
     assert rec["text"].strip() and rec["text"] != "The delivery was late and the box was damaged."
+
+
+def test_jinja_prompt_template_uses_record_fields_and_chat_messages(cli, tmp_path, monkeypatch):
+    template = tmp_path / "para.j2"
+    template.write_text('<message role="system">You rewrite {{ label }} tickets.</message>\n'
+                        '<message role="user">Rewrite politely: {{ text }}</message>')
+    seen = []
+
+    class Echo(FakeModel):
+        def chat_batch(self, conversations, params):
+            seen.extend(conversations)
+            return super().chat_batch(conversations, params)
+
+    monkeypatch.setattr("llmtools.models.load_model", lambda *a, **k: Echo())
+    result = cli(["augment", "--method", "paraphrase", "--prompt-template", f"paraphrase={template}"], input=INPUT)
+    assert result.exit_code == 0, result.stderr
+    assert seen[0] == [{"role": "system", "content": "You rewrite animals tickets."},
+                       {"role": "user", "content": "Rewrite politely: " + TEXTS[0]["text"]}]
+    variant = [r for r in result.records() if "augmentation" in r][0]
+    import hashlib
+
+    assert variant["augmentation"]["params"]["prompt_templates"] == {
+        "paraphrase": hashlib.sha256(template.read_bytes()).hexdigest()}
+
+
+def test_jinja_prompt_missing_field_follows_on_error(cli, tmp_path, monkeypatch):
+    template = tmp_path / "para.j2"
+    template.write_text("Rewrite this {{ label }} text: {{ text }} (ticket {{ id }})")
+    monkeypatch.setattr("llmtools.models.load_model", lambda *a, **k: FakeModel())
+    args = ["augment", "--method", "paraphrase", "--prompt-template", f"paraphrase={template}"]
+    failed = cli(args, input=INPUT)
+    assert failed.exit_code == 3 and "<stdin>:3: template para.j2: missing field 'id'" in failed.stderr
+    rejects = tmp_path / "rejects.jsonl"
+    skipped = cli(args + ["--on-error", "skip", "--rejects", str(rejects)], input=INPUT)
+    assert skipped.exit_code == 0, skipped.stderr
+    assert {r.get("augmented_from") for r in skipped.records() if "augmentation" in r} == {"a", "b"}
+    assert all(r.get("id") for r in skipped.records())
+    assert json.loads(rejects.read_text())["record"] == TEXTS[2]
+    kept = cli(args + ["--on-error", "keep"], input=INPUT)
+    out = kept.records()
+    assert TEXTS[2] in out and not [r for r in out if r.get("augmented_from") == "<stdin>:3"]
+    evil = tmp_path / "evil.j2"
+    evil.write_text("{{ text.__class__.__mro__ }}")
+    assert cli(["augment", "--method", "paraphrase", "--prompt-template", f"paraphrase={evil}"], input=INPUT).exit_code == 2

@@ -30,18 +30,24 @@ def _eda_ops(value: str) -> tuple[str, ...]:
     return tuple(ops_list)
 
 
-def _prompts(templates: tuple[str, ...]) -> dict[str, str]:
-    prompts = {}
+def _prompts(templates: tuple[str, ...]) -> tuple[dict[str, str], dict]:
+    """(str.format prompts, Jinja2 .j2 templates) by prompt name."""
+    prompts, jinja = {}, {}
     for item in templates:
         name, sep, path = item.partition("=")
         if not sep or name not in TEMPLATE_NAMES:
             raise UsageError(f"--prompt-template takes NAME=FILE with NAME one of {', '.join(TEMPLATE_NAMES)}")
+        if path.endswith(".j2"):
+            from llmtools.prompts import PromptTemplate
+
+            jinja[name] = PromptTemplate.load(path)
+            continue
         try:
             with open(path, encoding="utf-8") as fh:
                 prompts[name] = fh.read()
         except OSError as exc:
             raise UsageError(f"--prompt-template {path}: {exc.strerror}") from None
-    return prompts
+    return prompts, jinja
 
 
 @click.command()
@@ -63,7 +69,9 @@ def _prompts(templates: tuple[str, ...]) -> dict[str, str]:
 @click.option("--pivot", default="fr", show_default=True, help="backtranslate: pivot language code (fr, de, es, ...) or name.")
 @click.option("--instruction", metavar="TEXT", help="synthesize: write new examples following this instruction, instead of imitating the input.")
 @click.option("--prompt-template", "templates", multiple=True, metavar="NAME=FILE",
-              help=f"Replace a built-in prompt ({', '.join(TEMPLATE_NAMES)}); placeholders {{text}}, {{pivot}}, {{examples}}, {{instruction}}.")
+              help=f"Replace a built-in prompt ({', '.join(TEMPLATE_NAMES)}); placeholders {{text}}, {{pivot}}, {{examples}}, {{instruction}}. "
+                   "A FILE.j2 is a sandboxed Jinja2 template: those plus the record's fields ({{ label }}), "
+                   "<message role=...> blocks for chat; a missing field is a bad record (--on-error).")
 @click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True, help="LLM sampling temperature.")
 @click.option("--top-p", type=click.FloatRange(0, 1), default=0.95, show_default=True, help="LLM nucleus sampling.")
 @click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True, help="LLM: longest variant, in tokens.")
@@ -108,11 +116,12 @@ def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, sw
 
     if min_similarity > max_similarity:
         raise UsageError("--min-similarity is above --max-similarity")
+    prompts, jinja = _prompts(templates)
     cfg = AugmentConfig(
         methods=_methods(methods), n=n, seed=seed, field=io.field, keep_original=keep_original,
         id_field=id_field or None, synonym_rate=synonym_rate, eda_ops=_eda_ops(eda_ops), swap_rate=swap_rate,
         delete_rate=delete_rate, insert_rate=insert_rate, min_similarity=min_similarity, max_similarity=max_similarity,
-        pivot=pivot, instruction=instruction, prompts=_prompts(templates), temperature=temperature, top_p=top_p,
+        pivot=pivot, instruction=instruction, prompts=prompts, templates=jinja, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, batch_size=batch_size,
     )
     llm = None
@@ -123,7 +132,8 @@ def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, sw
     stats: dict[str, int] = {}
     try:
         with io.job() as job:
-            job.write_all(augment(job.records(), cfg, where=job.where, on_drop=job.reject, model=llm, stats=stats))
+            job.write_all(augment(job.records(), cfg, where=job.where, on_drop=job.reject, model=llm, stats=stats,
+                                  on_bad=job.bad))
     finally:
         if llm is not None:
             llm.close()

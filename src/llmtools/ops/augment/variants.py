@@ -20,6 +20,7 @@ from dataclasses import field as dc_field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from llmtools.io import get_field, get_text, set_field, split_path
+from llmtools.prompts import PromptTemplate, TemplateError
 
 WORDNET_METHODS = ("synonym", "eda")
 LLM_METHODS = ("paraphrase", "backtranslate", "synthesize")
@@ -32,7 +33,8 @@ PIVOTS = {
 }
 
 # Built-in prompt templates. {text}, {pivot} (language name), {examples} and {instruction} are
-# filled in; replace any of them with --prompt-template NAME=FILE.
+# filled in; replace any of them with --prompt-template NAME=FILE. A FILE.j2 is a Jinja2 template
+# (llmtools.prompts): the record's fields are variables too, and it may render chat messages.
 PROMPTS = {
     "paraphrase": (
         "Paraphrase the text below. Keep its meaning, its language and any placeholders such as "
@@ -97,6 +99,7 @@ class AugmentConfig:
     pivot: str = "fr"
     instruction: str | None = None
     prompts: dict[str, str] = dc_field(default_factory=dict)
+    templates: dict[str, PromptTemplate] = dc_field(default_factory=dict)  # NAME -> a .j2 template
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 256
@@ -105,6 +108,21 @@ class AugmentConfig:
 
     def prompt(self, name: str) -> str:
         return self.prompts.get(name, PROMPTS[name])
+
+    def render(self, name: str, record: dict, **values: Any) -> str | list[dict]:
+        """Prompt `name` for a record: a string, or chat messages from a .j2 template that renders
+        them. Raises TemplateError when a .j2 template needs a field the record lacks."""
+        template = self.templates.get(name)
+        if template is None:
+            return self.prompt(name).format(**values)
+        kind, item = template.render(record, **values)
+        return item
+
+    def templates_for(self) -> list[str]:
+        """The .j2 prompt names the chosen methods use."""
+        names = {"paraphrase": ("paraphrase",), "backtranslate": ("backtranslate_to", "backtranslate_from"),
+                 "synthesize": ("synthesize_instruction",) if self.instruction else ("synthesize",)}
+        return [n for m in self.methods for n in names.get(m, ()) if n in self.templates]
 
     @property
     def uses_llm(self) -> bool:
@@ -162,29 +180,37 @@ def _wordnet_variants(aug: Any, text: str, ordinal: int, cfg: AugmentConfig) -> 
             yield Variant(out, method, j, seed, params)
 
 
-def _llm_variants(model: Any, batch: list[tuple[int, str]], cfg: AugmentConfig) -> dict[int, list[Variant]]:
-    """LLM variants for a batch of (ordinal, text): one batched model call per (method, variant)."""
+def _llm_variants(model: Any, batch: list[tuple[int, str, dict]], cfg: AugmentConfig) -> dict[int, list[Variant]]:
+    """LLM variants for a batch of (ordinal, text, record): one batched model call per (method,
+    variant)."""
     from llmtools.models import GenerationParams
 
-    out: dict[int, list[Variant]] = {o: [] for o, _ in batch}
+    out: dict[int, list[Variant]] = {o: [] for o, _, _ in batch}
+    records = [r for _, _, r in batch]
+    used = {name: cfg.templates[name].sha256 for name in cfg.templates_for()}
     for method in cfg.methods:
         if method not in LLM_METHODS:
             continue
         for j in range(cfg.n):
             seed = derive_seed(cfg.seed, method, j)
             params = GenerationParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
-            texts = [t for _, t in batch]
+            texts = [t for _, t, _ in batch]
             info: dict[str, Any] = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+            if used:
+                info["prompt_templates"] = used
             if method == "paraphrase":
-                results = _ask(model, [cfg.prompt("paraphrase").format(text=t) for t in texts], params)
+                results = _ask(model, [cfg.render("paraphrase", r, text=t) for t, r in zip(texts, records)], params)
             elif method == "backtranslate":
                 pivot = PIVOTS.get(cfg.pivot, cfg.pivot)
-                there = _ask(model, [cfg.prompt("backtranslate_to").format(text=t, pivot=pivot) for t in texts], params)
-                results = _ask(model, [cfg.prompt("backtranslate_from").format(text=t, pivot=pivot) for t in there], params)
+                there = _ask(model, [cfg.render("backtranslate_to", r, text=t, pivot=pivot)
+                                     for t, r in zip(texts, records)], params)
+                results = _ask(model, [cfg.render("backtranslate_from", r, text=t, pivot=pivot)
+                                       for t, r in zip(there, records)], params)
                 info["pivot"] = cfg.pivot
             else:
                 if cfg.instruction:
-                    prompts = [cfg.prompt("synthesize_instruction").format(instruction=cfg.instruction, text=t) for t in texts]
+                    prompts = [cfg.render("synthesize_instruction", r, instruction=cfg.instruction, text=t)
+                               for t, r in zip(texts, records)]
                     info["instruction"] = cfg.instruction
                 else:
                     # The record itself plus up to two neighbours from the batch as style examples.
@@ -192,17 +218,18 @@ def _llm_variants(model: Any, batch: list[tuple[int, str]], cfg: AugmentConfig) 
                     for k, t in enumerate(texts):
                         shots = [t] + [texts[(k + d) % len(texts)] for d in (1, 2) if len(texts) > d]
                         examples = "\n\n".join(f"Example {m + 1}:\n{s}" for m, s in enumerate(shots))
-                        prompts.append(cfg.prompt("synthesize").format(examples=examples, text=t))
+                        prompts.append(cfg.render("synthesize", records[k], examples=examples, text=t))
                 results = _ask(model, prompts, params)
             if cfg.model_id:
                 info["model"] = cfg.model_id
-            for (ordinal, _), text in zip(batch, results):
+            for (ordinal, _, _), text in zip(batch, results):
                 out[ordinal].append(Variant(text, method, j, seed, dict(info)))
     return out
 
 
-def _ask(model: Any, prompts: list[str], params: Any) -> list[str]:
-    completions = model.chat_batch([[{"role": "user", "content": p}] for p in prompts], params)
+def _ask(model: Any, prompts: list[str | list[dict]], params: Any) -> list[str]:
+    conversations = [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts]
+    completions = model.chat_batch(conversations, params)
     return [clean_llm_output(c.text) for c in completions]
 
 
@@ -215,8 +242,13 @@ def augment(
     wordnet_augmenter: Any = None,
     model: Any = None,
     stats: dict | None = None,
+    on_bad: Callable[[dict, str], bool] | None = None,
 ) -> Iterator[dict]:
-    """Yield originals and their variants, in input order. See the module docstring."""
+    """Yield originals and their variants, in input order. See the module docstring.
+
+    `on_bad(record, reason)` applies --on-error to a record a .j2 prompt template cannot render
+    (a missing field): True keeps it (unchanged, without variants), False drops it. Without it,
+    such a record raises TemplateError."""
     stats = stats if stats is not None else {}
     guard = Guard(cfg)
     uses_llm = cfg.uses_llm
@@ -230,8 +262,21 @@ def augment(
     batch_size = cfg.batch_size if uses_llm else 1
     pending: list[tuple[int, dict, str | None]] = []
 
+    checked = cfg.templates_for() if uses_llm else []
+
+    def renders(rec: dict, text: str) -> str | None:
+        """Why a .j2 prompt cannot be rendered for this record, or None."""
+        values = {"text": text, "pivot": PIVOTS.get(cfg.pivot, cfg.pivot), "examples": text,
+                  "instruction": cfg.instruction or ""}
+        for name in checked:
+            try:
+                cfg.templates[name].render(rec, **values)
+            except TemplateError as exc:
+                return exc.message
+        return None
+
     def flush() -> Iterator[dict]:
-        texts = [(o, t) for o, _, t in pending if t is not None]
+        texts = [(o, t, r) for o, r, t in pending if t is not None]
         llm = _llm_variants(model, texts, cfg) if uses_llm and texts else {}
         for ordinal, rec, text in pending:
             source_ref = _source_ref(rec, cfg.id_field, where)  # before the original is written
@@ -261,7 +306,16 @@ def augment(
         pending.clear()
 
     for ordinal, rec in enumerate(records, 1):
-        pending.append((ordinal, rec, get_text(rec, cfg.field)))
+        text = get_text(rec, cfg.field)
+        if checked and text is not None:
+            reason = renders(rec, text)
+            if reason is not None:
+                if on_bad is None:
+                    raise TemplateError(reason)
+                if not on_bad(rec, reason):
+                    continue
+                text = None  # kept unchanged, without variants
+        pending.append((ordinal, rec, text))
         if len(pending) >= batch_size:
             yield from flush()
     if pending:

@@ -59,11 +59,35 @@ def _key(value: Any) -> str:
 # --------------------------------------------------------------------------- per-group scores
 
 
-def _matrix(family: Family, n: int) -> Any:
-    import numpy as np
+class _Rows:
+    """A family's statistics rows, whole (a numpy matrix) or, for a family that can narrow them
+    (classification: only the labels the subset uses), built per subset."""
 
-    rows = family.stat_rows()
-    return np.asarray(rows, dtype=np.float64).reshape(n, -1) if n else np.zeros((0, 0))
+    def __init__(self, family: Family, n: int):
+        import numpy as np
+
+        self.family = family
+        self.narrow = getattr(family, "subset_rows", None)
+        self.mat = None
+        if self.narrow is None:
+            rows = family.stat_rows()
+            self.mat = np.asarray(rows, dtype=np.float64).reshape(n, -1) if n else np.zeros((0, 0))
+
+    def take(self, indices: Any) -> Any:
+        import numpy as np
+
+        if self.mat is not None:
+            return self.mat[indices]
+        rows = self.narrow([int(i) for i in indices])
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+
+    def group_values(self, of: Any, idx: Any, groups: int, members: list) -> list[dict]:
+        """finalize() of each group's column sums."""
+        fam = self.family
+        if self.mat is not None:
+            sums = _group_sums(self.mat, of, groups)
+            return [_clean(fam.finalize(sums[g].tolist())) for g in range(groups)]
+        return [_clean(fam.finalize(self.take(members[g]).sum(axis=0).tolist())) for g in range(groups)]
 
 
 def _group_sums(mat: Any, of: Any, groups: int) -> Any:
@@ -90,7 +114,7 @@ def group_summary(tracker: GroupTracker, families: list[Family], n: int, opts: G
     """{"groups": {field: {...}}, "disparity": {field: {...}}, "paired": {field: {...}}}."""
     import numpy as np
 
-    mats = [_matrix(f, n) for f in families]
+    mats = [_Rows(f, n) for f in families]
     groups_out: dict[str, Any] = {}
     disparity_out: dict[str, Any] = {}
     paired_out: dict[str, Any] = {}
@@ -98,18 +122,21 @@ def group_summary(tracker: GroupTracker, families: list[Family], n: int, opts: G
         names = tracker.names[f]
         idx = np.frombuffer(tracker.of[f], dtype=np.int32) if n else np.zeros(0, dtype=np.int32)
         sizes = np.bincount(idx, minlength=len(names)) if n else np.zeros(len(names), dtype=np.int64)
-        sums = [_group_sums(m, tracker.of[f], len(names)) for m in mats]
+        order = np.argsort(idx, kind="stable")
+        bounds = np.searchsorted(idx[order], np.arange(len(names) + 1))
+        members = [order[bounds[g]:bounds[g + 1]] for g in range(len(names))]
+        values = [m.group_values(tracker.of[f], idx, len(names), members) for m in mats]
         table: dict[str, Any] = {}
         for g, name in enumerate(names):
             metrics: dict[str, Any] = {}
-            for fam, s in zip(families, sums):
-                metrics.update(_clean(fam.finalize(s[g].tolist())))
+            for v in values:
+                metrics.update(v[g])
             entry: dict[str, Any] = {"n": int(sizes[g]), "metrics": metrics}
             if int(sizes[g]) < opts.min_group:
                 entry["small"] = True
             table[name] = entry
         if opts.bootstrap:
-            _group_cis(table, names, idx, families, mats, opts)
+            _group_cis(table, names, members, families, mats, opts)
         groups_out[field] = dict(sorted(table.items(), key=lambda kv: (-kv[1]["n"], kv[0])))
         disparity_out[field] = disparity(table, opts)
         if tracker.pair_by:
@@ -124,19 +151,16 @@ def _clean(values: dict) -> dict:
     return {k: (v if v is not None and math.isfinite(v) else None) for k, v in values.items()}
 
 
-def _group_cis(table: dict, names: list[str], idx: Any, families: list[Family], mats: list, opts: GroupOptions) -> None:
-    import numpy as np
-
+def _group_cis(table: dict, names: list[str], members: list, families: list[Family], mats: list,
+               opts: GroupOptions) -> None:
     from llmtools.ops.score.bootstrap import bootstrap_scores, confidence_interval
 
-    order = np.argsort(idx, kind="stable")
-    bounds = np.searchsorted(idx[order], np.arange(len(names) + 1))
     for g, name in enumerate(names):
-        rows_of = order[bounds[g]:bounds[g + 1]]
+        rows_of = members[g]
         size = len(rows_of)
         if not size:
             continue
-        resampled = bootstrap_scores([(m[rows_of], fam.finalize) for fam, m in zip(families, mats)], size,
+        resampled = bootstrap_scores([(m.take(rows_of), fam.finalize) for fam, m in zip(families, mats)], size,
                                      opts.bootstrap, opts.seed)
         ci: dict[str, Any] = {}
         for samples in resampled:
@@ -219,11 +243,13 @@ def paired(tracker: GroupTracker, f: int, families: list[Family], mats: list, op
     rows_of = {g: np.asarray([position[g][k] for k in common]) for g in members}
     plan = [(g, fam, m) for g in members for fam, m in zip(families, mats)]
     samples = opts.bootstrap or 1000
-    resampled = bootstrap_scores([(m[rows_of[g]], fam.finalize) for g, fam, m in plan], len(common), samples, opts.seed)
+    taken = [m.take(rows_of[g]) for g, _, m in plan]
+    resampled = bootstrap_scores([(t, fam.finalize) for t, (_, fam, _) in zip(taken, plan)], len(common), samples,
+                                 opts.seed)
     values: dict[int, dict[str, Any]] = {g: {} for g in members}
     boot: dict[int, dict[str, list]] = {g: {} for g in members}
-    for (g, fam, m), got in zip(plan, resampled):
-        values[g].update(_clean(fam.finalize(m[rows_of[g]].sum(axis=0).tolist())))
+    for (g, fam, m), t, got in zip(plan, taken, resampled):
+        values[g].update(_clean(fam.finalize(t.sum(axis=0).tolist())))
         boot[g].update(got)
     metrics: dict[str, Any] = {}
     for key in values[members[0]]:

@@ -189,6 +189,28 @@ class Classification(Family):
     def width(self) -> int:
         return 2 + 3 * len(self.labels)
 
+    def subset_rows(self, indices: Sequence[int]) -> list[list[float]]:
+        """stat_rows() of some records only, over the labels they use (renumbered): finalize
+        gives the same numbers, and a group's rows stay as narrow as its own label set (with
+        free-text predictions the full label set can be as large as the input)."""
+        local: dict[int, int] = {}
+        pairs = []
+        for i in indices:
+            g, p = self.pairs[i]
+            pairs.append((local.setdefault(g, len(local)), local.setdefault(p, len(local))))
+        rows = []
+        for g, p in pairs:
+            row = [0.0] * (2 + 3 * len(local))
+            row[1] = 1.0
+            if g == p:
+                row[0] = 1.0
+                row[2 + 3 * g] = 1.0
+            else:
+                row[2 + 3 * p + 1] = 1.0
+                row[2 + 3 * g + 2] = 1.0
+            rows.append(row)
+        return rows
+
     def summary(self):
         return self.finalize(self._sums())
 
