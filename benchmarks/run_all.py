@@ -18,7 +18,7 @@ SCRIPTS = {
     "normalize": ["normalize/bench.py"],
     "dedup": ["dedup/bench_speed.py", "dedup/bench_quality.py", "dedup/bench_memory.py"],
     "augment": ["augment/bench.py"],
-    "finetune": ["finetune/bench.py"],
+    "finetune": ["finetune/bench.py", "finetune/tracking_overhead.py"],
     "score": ["score/bench.py"],
     "quantize": ["quantize/bench.py"],
     "serve": ["serve/bench.py"],

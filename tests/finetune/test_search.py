@@ -159,3 +159,26 @@ def test_two_processes_share_one_sqlite_study(tiny_model_dir, tmp_path):
     assert study.best_trial.number in {recs[-1]["best"]["number"] for recs in outs}
     for recs, name in zip(outs, ("p1", "p2")):
         assert recs[-1]["output"] == str(tmp_path / name) and (tmp_path / name / "llmtools-manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_score_metric_objective_is_the_best_models_score(cli, tiny_model_dir, tmp_path):
+    data = _data(tmp_path / "t.jsonl")
+    res = cli(["finetune", "--base", tiny_model_dir, "-o", tmp_path / "best", "--search", "lr=1e-3,5e-3", "--trials", "2",
+               "--max-steps", "4", "--eval-fraction", "0.25", "--lora-r", "4", "--search-metric", "chrf", data])
+    assert res.exit_code == 0, res.stderr
+    trials, final = res.records()[:-1], res.records()[-1]
+    assert final["direction"] == "maximize" and final["best"]["value"] == max(t["value"] for t in trials)
+
+    # the value is chrF of the published model's greedy answers to the held-out prompts
+    from llmtools.models import GenerationParams, load_model
+    from llmtools.ops.finetune import dataset as fd
+    from llmtools.ops.score import ScoreConfig, Scorer
+
+    records = [json.loads(line) for line in Path(data).read_text().splitlines()]
+    _, held = fd.split_eval(records, 0.25, 42)
+    model = load_model(str(tmp_path / "best"), backend="torch")
+    answers = model.generate_batch([r["prompt"] for r in held], GenerationParams(max_tokens=64, temperature=0.0))
+    scorer = Scorer(ScoreConfig(metrics=["chrf"]))
+    list(scorer.run({"prediction": a.text, "reference": r["completion"]} for a, r in zip(answers, held)))
+    assert scorer.summary()["metrics"]["chrf"] == pytest.approx(final["best"]["value"], rel=1e-9)

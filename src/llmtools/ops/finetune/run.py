@@ -90,7 +90,8 @@ def _train(payload: dict, job: Job | None, settings: Settings, fields: data.Fiel
 
 def train_payload(payload: dict, settings: Settings, fields: data.Fields, output: str, dist: Dist, run: tracking.Run, *,
                   job: Job | None = None, resume: bool = False, overwrite: bool = False,
-                  on_record: Callable[[dict], None] | None = None, warn: Callable[[str], None] | None = None) -> dict:
+                  on_record: Callable[[dict], None] | None = None, warn: Callable[[str], None] | None = None,
+                  initial_eval: bool = True) -> dict:
     """Train on read_inputs' payload and write the model to `output`. Log records go to `job`
     (when given), to the tracking run and to `on_record` (which may raise to stop the run)."""
     from llmtools.models import hf_dir, identity_of
@@ -138,7 +139,7 @@ def train_payload(payload: dict, settings: Settings, fields: data.Fields, output
         final = train(
             payload["train_records"], payload["eval_records"], payload["format"], settings, base_dir, output,
             fields=fields, teacher_dir=teacher_dir, dist=dist, resume=resume, overwrite=overwrite, run_info=run_info,
-            emit=emit, on_drop=reject, progress=advance, manifest_fn=manifest, on_start=on_start,
+            emit=emit, on_drop=reject, progress=advance, manifest_fn=manifest, on_start=on_start, initial_eval=initial_eval,
         )
     if run.active:
         _log_final(run, final, settings)

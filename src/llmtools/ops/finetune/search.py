@@ -371,7 +371,9 @@ def _run_trial(optuna: Any, trial: Any, params: dict, cfg: SearchConfig, payload
     try:
         with run:
             run.log_params({"trial": params})
-            final = train_payload(payload, trial_settings, fields, out, Dist(), run, on_record=on_record, warn=job.warn)
+            # no step-0 evaluation: every trial starts from the same base model
+            final = train_payload(payload, trial_settings, fields, out, Dist(), run, on_record=on_record, warn=job.warn,
+                                  initial_eval=False)
     except optuna.TrialPruned:
         shutil.rmtree(ckpt.work_dir(out), ignore_errors=True)
     finally:

@@ -237,9 +237,11 @@ def train(
     progress: Callable[[int], None] = lambda n=1: None,
     manifest_fn: Callable[[dict, dict], dict] | None = None,
     on_start: Callable[[dict], None] | None = None,
+    initial_eval: bool = True,
 ) -> dict:
     """Train and write the model to `output`; returns the final record (rank 0; others get it too).
-    `on_start(run_settings)` is called on rank 0 once the work directory is ready, before step one."""
+    `on_start(run_settings)` is called on rank 0 once the work directory is ready, before step one.
+    `initial_eval=False` skips the step-0 evaluation (a search's trials all start from the same model)."""
     import torch
 
     s = settings
@@ -274,7 +276,7 @@ def train(
         return evaluate(m.core, prepared.eval_rows, pad_id, s.batch_size, device, dist, m.teacher, s.distill_temperature)
 
     last_eval: dict = {}
-    if prepared.eval_rows and start_step == 0:
+    if prepared.eval_rows and start_step == 0 and initial_eval:
         last_eval = evaluate_now()
         if dist.main:
             emit({"type": "eval", "step": 0, "epoch": 0.0, **_round(last_eval)})

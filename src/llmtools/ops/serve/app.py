@@ -64,7 +64,8 @@ class ServeState:
         self.served_name = config.served_name
 
     def _make_runner(self, backend: Backend, version: int) -> SlotRunner:
-        return SlotRunner(backend, max_batch=self.config.micro_batch, workers=self.config.max_concurrency, name=f"v{version}")
+        return SlotRunner(backend, max_batch=self.config.micro_batch, workers=self.config.max_concurrency, name=f"v{version}",
+                          on_batch=lambda n: self.metrics.batch_size.observe(n))
 
     def _queue_depth(self) -> float:
         return float(sum(slot.runner.queued for slot in self.manager.slots()))

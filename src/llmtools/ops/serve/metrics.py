@@ -7,6 +7,7 @@ from typing import Callable
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Metrics:
@@ -33,6 +34,10 @@ class Metrics:
         self.prompt_tokens = Counter("llmtools_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         self.completion_tokens = Counter("llmtools_completion_tokens", "Completion tokens generated.", ["model"], registry=r)
         self.rejected = Counter("llmtools_requests_rejected", "Requests refused before running, by reason.", ["reason"], registry=r)
+        self.batch_size = Histogram(
+            "llmtools_batch_size", "Prompts per model call (micro-batching joins concurrent requests).",
+            buckets=BATCH_BUCKETS, registry=r,
+        )
         self.swaps = Counter("llmtools_model_swaps", "Model version changes, by kind (load, rollback).", ["kind"], registry=r)
         self.model_info = Gauge(
             "llmtools_model_info", "Loaded model versions (1 = active, 0 = standby).", ["name", "sha256", "version"], registry=r

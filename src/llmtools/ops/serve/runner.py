@@ -143,8 +143,10 @@ def backend_batches(backend: Backend) -> bool:
 class SlotRunner:
     """The worker thread(s) of one loaded model."""
 
-    def __init__(self, backend: Backend, max_batch: int = 8, workers: int | None = None, name: str = "model"):
+    def __init__(self, backend: Backend, max_batch: int = 8, workers: int | None = None, name: str = "model",
+                 on_batch: Callable[[int], None] | None = None):
         self.backend = backend
+        self.on_batch = on_batch  # told the number of prompts of each model call
         # An HTTP backend is only an httpx client, safe to share; local models are not.
         thread_safe = bool(getattr(backend, "thread_safe", getattr(backend, "backend_name", "") == "http"))
         self.workers = max(1, workers or 1) if thread_safe else 1
@@ -235,6 +237,8 @@ class SlotRunner:
         for job in group:
             job.t_start = now
         job = group[0]
+        if self.on_batch is not None:
+            self.on_batch(sum(len(j.payload) for j in group))
         try:
             if job.kind == "embed":
                 vectors = self.backend.embed(job.payload)
