@@ -197,6 +197,17 @@ class References:
                 for k in range(len(texts)):
                     session.insert(k, shingler.minhash(sig[k]), check_duplication=False)
 
+    def __getstate__(self) -> dict:  # picklable (a Spark broadcast): without the numpy module
+        state = dict(self.__dict__)
+        del state["np"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import numpy as np
+
+        self.__dict__.update(state)
+        self.np = np
+
     def _windows(self, h: Any) -> list[Any]:
         w = self.opts.window
         if self.containment is None or w <= 0 or len(h) <= w:
