@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
 import click
 
 from llmtools import options
@@ -41,6 +43,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 
 @click.command("dedup")
 @options.io_options()
+@options.engine_options
 @click.option("--exact", "exact", is_flag=True, help="Exact duplicates only: a hash of the canonical text (see --ignore-*).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
               help="Near-duplicate Jaccard similarity threshold.")
@@ -80,7 +83,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @click.option("--index", "index", metavar="PATH|URL", help="Persistent index: an .npz file or redis://HOST:PORT/DB[?name=NAME].")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Processes computing signatures; output order is preserved.")
-def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngram: int, shingle: str, seed: int,
+def cli(io: options.IOConfig, engine: Any, exact: bool, threshold: float, num_perm: int, ngram: int, shingle: str, seed: int,
         recall_target: float, bands: tuple[int, int] | None, verify: bool, keep: str, mark: bool, id_field: str | None, ignore_case: bool, ignore_space: bool,
         ignore_punct: bool, against: tuple[str, ...], containment: float | None, against_threshold: float | None,
         window: int, index: str | None, jobs: int) -> None:
@@ -119,12 +122,19 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
         llmtools dedup --against eval.jsonl --containment 0.5 train.jsonl > clean.jsonl
         llmtools dedup --index ~/dedup/web.npz --id-field url today.jsonl > new.jsonl
         llmtools dedup --index 'redis://127.0.0.1:6379/0?name=web' --id-field url part-3.jsonl
+        llmtools dedup --engine spark --master 'local[8]' 'crawl/*.jsonl.gz' -o unique/ --rejects dups/
+
+    --engine spark runs the same hashing as a Spark job: signatures per partition, a group-by
+    on the LSH band keys, candidate pairs verified against --threshold, connected components
+    (large-star/small-star) and the earliest (or longest) record of each component kept.
+    Unlike the local run, a record connected to an earlier one through a chain of matches is a
+    duplicate even if it does not match the kept record itself. --index and --jobs are local.
 
     \b
     Exit codes: 0 ok, 2 bad option or an index built with other settings (a Redis index with
     other LSH bands than --bands/--recall-target ask for; a file index is re-banded), 3 bad
     input line (per --on-error) or an unreadable index or reference file, 4 the redis package
-    is missing.
+    is missing (--index redis://), or pyspark or Java (--engine spark).
     """
     from llmtools.ops import dedup as ops
 
@@ -140,6 +150,15 @@ def cli(io: options.IOConfig, exact: bool, threshold: float, num_perm: int, ngra
     if io.unbuffered:
         opts.chunk = 1  # live pipelines: decide each record as it arrives
     job = io.job(validate=ops.validator(opts.field, id_field), locate=True)  # record ids ask where()
+    if engine.spark:
+        from llmtools.engines import spark_dedup
+
+        params = {k: getattr(opts, k) for k in ("mode", "threshold", "num_perm", "ngram", "shingle", "seed", "verify",
+                                                 "keep", "mark", "ignore_case", "ignore_space", "ignore_punct", "recall_target", "bands",
+                                                 "against", "containment", "id_field", "field")}
+        stats = spark_dedup.run(engine, io, job, opts, params)
+        job.summary(stats.rows(opts, job.counts["in"]), records=False)
+        return
     record_id = ops.record_ids(id_field, job.where, single_input=len(job.inputs) == 1)
     _keep_freed_memory()
     # dedup does no linear algebra, but numpy's import starts an OpenBLAS thread per core,

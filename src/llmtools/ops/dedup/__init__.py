@@ -13,11 +13,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from llmtools.ops.dedup.deduper import DedupOptions, Deduper, DedupStats, dedup, record_ids, validator
+from llmtools.ops.dedup.deduper import (
+    DedupOptions,
+    Deduper,
+    DedupStats,
+    References,
+    dedup,
+    digest,
+    record_ids,
+    validator,
+)
 
-_LAZY = {"Shingler": "minhash", "ExactIndex": "index", "NearIndex": "index", "FileStore": "index"}
+_LAZY = {"Shingler": "minhash", "lsh_params": "minhash", "ExactIndex": "index", "NearIndex": "index",
+         "FileStore": "index", "exact_jaccard": "index"}
 
-__all__ = ["DedupOptions", "DedupStats", "Deduper", "dedup", "record_ids", "validator", *_LAZY]
+__all__ = ["DedupOptions", "DedupStats", "Deduper", "References", "dedup", "digest", "record_ids", "validator", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -230,6 +230,17 @@ class References:
             self.table = BandTable(shingler.num_perm, *self.bands)
             self.table.insert_many(sig, 0)
 
+    def __getstate__(self) -> dict:  # picklable (a Spark broadcast): without the numpy module
+        state = dict(self.__dict__)
+        del state["np"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import numpy as np
+
+        self.__dict__.update(state)
+        self.np = np
+
     def _windows(self, h: Any) -> list[Any]:
         w = self.opts.window
         if self.containment is None or w <= 0 or len(h) <= w:

@@ -278,6 +278,19 @@ class Shingler:
         self._buf: Any = None
         self._pow = np.ones(1, dtype=np.uint64)
 
+    # Picklable (a Spark broadcast, a worker process): without the numpy module and the buffer.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["np"]
+        state["_buf"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import numpy as np
+
+        self.__dict__.update(state)
+        self.np = np
+
     # -- tokens -> shingle hashes
     def _powers(self, size: int) -> Any:
         """FNV_PRIME ** i modulo 2**64 for i < size: cached up to 64K (words longer than that,

@@ -1,0 +1,144 @@
+"""dedup --engine spark against the local command: the same removed records (exact), the same
+decisions up to chains (near), the truth on 20k generated documents, and every record accounted
+for."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.conftest import run_cli
+from tests.engines.test_spark_records import parts
+from tests.helpers.dedup_corpus import grouped_docs, pair_f1
+
+
+def write_corpus(path, n, size=600, seed=3, bad=True):
+    texts, groups = grouped_docs(n, size=size, seed=seed, tail=True)
+    lines = [orjson.dumps({"id": i, "text": t, "g": g}) + b"\n" for i, (t, g) in enumerate(zip(texts, groups))]
+    # exact copies (spacing aside) of every 12th document, further on
+    for i in range(0, n, 12):
+        at = min(len(lines), i + 7 + i % 50)
+        lines.insert(at, orjson.dumps({"id": f"copy-{i}", "text": " " + texts[i].replace(" ", "  "), "g": groups[i]}) + b"\n")
+    if bad:
+        lines.insert(n // 2, b"{not json\n")
+        lines.insert(n // 3, b'{"id": "no-text"}\n')
+        # an exact copy with other case and spacing, for --exact --ignore-case
+        lines.append(orjson.dumps({"id": "upper", "text": "  " + texts[7].upper() + " "}) + b"\n")
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dedup-in")
+    return [write_corpus(root / "a.jsonl", 500), write_corpus(root / "b.jsonl", 200, seed=4)]
+
+
+def removed(rejects: bytes) -> list:
+    return [orjson.loads(line)["record"].get("id") for line in rejects.splitlines()
+            if orjson.loads(line)["reason"] in ("duplicate", "contaminated")]
+
+
+@pytest.mark.sysdep("java")
+@pytest.mark.parametrize("flags", [
+    ["--exact"],
+    ["--exact", "--ignore-case", "--keep", "longest", "--id-field", "id"],
+    [],
+    ["--keep", "longest", "--verify"],
+    ["--mark", "--id-field", "id", "--on-error", "keep"],
+])
+def test_spark_dedup_matches_local(spark, small, tmp_path, flags):
+    on_error = [] if "--on-error" in flags else ["--on-error", "skip"]
+    local_rej = tmp_path / "local.jsonl"
+    local = run_cli(["dedup", *flags, *on_error, "-q", "--rejects", local_rej, *small])
+    assert local.exit_code == 0, local.stderr
+    out, rej = tmp_path / "out", tmp_path / "rej"
+    res = run_cli(["dedup", *flags, *on_error, "-v", "--engine", "spark", "-o", out, "--rejects", rej, *small])
+    assert res.exit_code == 0, res.stderr
+    got, want = parts(out), local.stdout_bytes
+    if "--exact" in flags:
+        # Exact duplicates are a group-by on the digest: the same records removed, the same
+        # bytes out, the same reject entries (locally a chunk's bad lines come first).
+        assert len(removed(local_rej.read_bytes())) > 20
+        assert got == want
+        assert sorted(parts(rej).splitlines()) == sorted(local_rej.read_bytes().splitlines())
+    else:
+        # Near: what the local command removes is removed here too; Spark may remove a few more
+        # (records joined to a group through a chain of matches: connected components).
+        key = "is_duplicate"
+        if "--mark" in flags:
+            mine = {r["id"] for r in map(orjson.loads, got.splitlines()) if r.get(key)}
+            theirs = {r["id"] for r in map(orjson.loads, want.splitlines()) if r.get(key)}
+        else:
+            mine, theirs = set(removed(parts(rej))), set(removed(local_rej.read_bytes()))
+        assert len(theirs) > 100
+        assert len(mine & theirs) >= 0.99 * len(theirs) and len(mine - theirs) <= 0.03 * len(theirs)
+    lines_in = sum(1 for p in small for line in p.read_bytes().splitlines() if line.strip())
+    assert lines_in == len(got.splitlines()) + len(parts(rej).splitlines())
+    assert "duplicates=" in res.stderr and "largest clusters=" in res.stderr
+
+
+@pytest.mark.sysdep("java")
+def test_distributed_components_and_sorted_merge_give_the_same_result(spark, small, tmp_path, monkeypatch):
+    """The paths for big inputs (large-star/small-star on the cluster; decisions merged by a sort
+    instead of broadcast) decide exactly as the paths for small ones."""
+    from llmtools.engines import spark_dedup
+
+    base = run_cli(["dedup", "--on-error", "skip", "-q", "--engine", "spark", "-o", tmp_path / "a", "--rejects", tmp_path / "ra", *small])
+    assert base.exit_code == 0, base.stderr
+    monkeypatch.setattr(spark_dedup, "DRIVER_COMPONENTS_LIMIT", 0)
+    monkeypatch.setattr(spark_dedup, "BROADCAST_LIMIT", 0)
+    big = run_cli(["dedup", "--on-error", "skip", "-q", "--engine", "spark", "-o", tmp_path / "b", "--rejects", tmp_path / "rb", *small])
+    assert big.exit_code == 0, big.stderr
+    assert parts(tmp_path / "b") == parts(tmp_path / "a") and parts(tmp_path / "rb") == parts(tmp_path / "ra")
+    manifest = orjson.loads((tmp_path / "b" / "llmtools-manifest.json").read_bytes())
+    assert manifest["params"]["components_rounds"] >= 2
+
+
+def test_large_and_small_star_find_components():
+    from llmtools.engines.spark_dedup import _large_star, _small_star, driver_components
+
+    assert driver_components([(5, 3), (3, 9), (7, 8), (9, 1)]) == {3: 1, 5: 1, 9: 1, 8: 7}
+    assert sorted(_large_star((3, [5, 1, 9]))) == [(5, 1), (9, 1)]
+    assert sorted(_small_star((9, [3, 5]))) == [(5, 3), (9, 3)]
+
+
+@pytest.mark.sysdep("java")
+def test_against_on_spark_matches_local(spark, small, tmp_path):
+    refs = tmp_path / "refs.jsonl"
+    texts = [orjson.loads(line)["text"] for line in small[1].read_bytes().splitlines()[:40] if b'"text"' in line]
+    refs.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts[:15]))
+    args = ["dedup", "--exact", "--against", refs, "--on-error", "skip", "-q"]
+    local_rej = tmp_path / "local.jsonl"
+    local = run_cli([*args, "--rejects", local_rej, *small])
+    res = run_cli([*args, "--engine", "spark", "-o", tmp_path / "out", "--rejects", tmp_path / "rej", *small])
+    assert local.exit_code == res.exit_code == 0, res.stderr
+    assert parts(tmp_path / "out") == local.stdout_bytes
+    assert sorted(parts(tmp_path / "rej").splitlines()) == sorted(local_rej.read_bytes().splitlines())
+    assert sum(orjson.loads(x)["reason"] == "contaminated" for x in local_rej.read_bytes().splitlines()) >= 15
+
+
+@pytest.mark.slow
+@pytest.mark.sysdep("java")
+def test_near_dedup_of_20k_documents_agrees_with_local_and_the_truth(spark, tmp_path):
+    texts, groups = grouped_docs(20_000, size=1024, words_per_edit=300, seed=20)
+    data = tmp_path / "docs.jsonl"
+    data.write_bytes(b"".join(orjson.dumps({"id": i, "text": t}) + b"\n" for i, t in enumerate(texts)))
+    local = run_cli(["dedup", "--mark", "--id-field", "id", "-q", data])
+    assert local.exit_code == 0, local.stderr
+    out = tmp_path / "out"
+    res = run_cli(["dedup", "--mark", "--id-field", "id", "-q", "--engine", "spark", "-o", out, data])
+    assert res.exit_code == 0, res.stderr
+    mine = [orjson.loads(x) for x in parts(out).splitlines()]
+    theirs = local.records()
+    assert [r["id"] for r in mine] == list(range(20_000))
+    f1_spark = pair_f1(groups, [r["dup_cluster"] for r in mine])[2]
+    f1_local = pair_f1(groups, [r["dup_cluster"] for r in theirs])[2]
+    assert f1_spark >= f1_local - 0.01 and f1_local > 0.9
+    removed_spark = {r["id"] for r in mine if r["is_duplicate"]}
+    removed_local = {r["id"] for r in theirs if r["is_duplicate"]}
+    assert len(removed_local) > 4000
+    # Agreement: the local command's removed records are removed here too. Spark removes a few
+    # more: copies that match another copy of their group but missed the kept one's LSH bands,
+    # which connected components join and the local greedy pass does not.
+    assert len(removed_spark & removed_local) / len(removed_local) >= 0.99
