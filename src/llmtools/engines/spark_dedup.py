@@ -4,7 +4,7 @@ The stages (each partition's records keep their input order, `order = partition 
 
 1. Per partition: parse and check the lines (the same `Job` code as locally), then, a chunk at a
    time, the local command's own functions: `digest` (exact), or `Shingler` signatures and the
-   LSH band split of `lsh_params` (near), so the same hash family, permutations and bands
+   LSH band split of `DedupOptions.lsh_bands()` (near), so the same hash family, permutations and bands
    decide, and a threshold means what it means locally. `--against` references are checked
    here against a broadcast copy of the local `References`. The result is persisted.
 2. Exact: group by digest; near: group by band key, and from each bucket the candidate pairs
