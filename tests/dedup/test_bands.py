@@ -285,3 +285,19 @@ def test_containment_candidates_are_weighted_for_recall(tmp_path):
         assert not any(i.startswith("u") for i in caught[target])
     assert len(caught[0.99]) == 60
     assert len(caught[0.5]) <= 50, len(caught[0.5])
+
+
+def test_band_table_survives_pickling():
+    # --engine spark broadcasts the --against references, band table included.
+    import pickle
+
+    import numpy as np
+
+    from llmtools.ops.dedup.bands import BandTable
+
+    table = BandTable(128, 16, 6)
+    sigs = np.arange(2 * 128, dtype=np.uint32).reshape(2, 128)
+    table.insert_many(sigs, 0)
+    copy = pickle.loads(pickle.dumps(table))
+    assert copy.keys(sigs) == table.keys(sigs)
+    assert copy.query(copy.keys(sigs[:1])[0]) == table.query(table.keys(sigs[:1])[0])

@@ -47,6 +47,17 @@ class BandTable:
         self.salt = np.array(_odd_constants(bands, 0xBA4D), dtype=np.uint64)
         self.table: dict[int, Any] = {}
 
+    def __getstate__(self) -> dict:  # picklable (a Spark broadcast of --against references): no module
+        state = dict(self.__dict__)
+        del state["np"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import numpy as np
+
+        self.__dict__.update(state)
+        self.np = np
+
     def __len__(self) -> int:
         return len(self.table)
 
