@@ -349,13 +349,14 @@ class Accumulators:
         self.fails = sc.accumulator([], Param(list))
 
 
-def numbered_lines(lines: Iterable[bytes], seen: list[int]) -> Iterator[tuple[int, bytes]]:
-    """(line number in the partition, raw line), skipping blank lines; `seen[0]` counts all."""
+def numbered_lines(lines: Iterable[bytes], seen: list[int], offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(line number in the partition + `offset`, raw line), skipping blank lines; `seen[0]`
+    counts all the partition's lines."""
     i = 0
     for i, raw in enumerate(lines, 1):
         if raw and not raw.isspace():
             seen[0] = i
-            yield i, raw
+            yield i + offset, raw
     seen[0] = i
 
 
@@ -364,7 +365,8 @@ class RecordTask:
     (1, partition, reject entry) for each reject, in the order they happen."""
 
     def __init__(self, fn: Callable, sources: list[str], part_file: list[int], acc: Accumulators,
-                 collect_rejects: bool, job_kw: dict) -> None:
+                 collect_rejects: bool, job_kw: dict, starts: list[int] | None = None) -> None:
+        self.starts = starts  # each partition's first line number, when counted beforehand
         self.fn = fn
         self.sources = sources
         self.part_file = part_file
@@ -375,12 +377,13 @@ class RecordTask:
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
         seen = [0]
         source = self.sources[self.part_file[gp]]
-        job = PartitionJob(source, numbered_lines(lines, seen), self.collect_rejects, **self.job_kw)
+        offset = self.starts[gp] if self.starts is not None else 0
+        job = PartitionJob(source, numbered_lines(lines, seen, offset), self.collect_rejects, **self.job_kw)
         pending = job.pending
         out = 0
         result = None
         try:
-            gen = self.fn(job.records(), job.reject)
+            gen = self.fn(job.records(), job.reject, job.where)
             while True:
                 try:
                     rec = next(gen)
@@ -395,7 +398,7 @@ class RecordTask:
                     pending.clear()
         except BadInputError as exc:
             _source, _, line = (exc.where or "").rpartition(":")
-            self.acc.fails.add([(gp, int(line) if line.isdigit() else 0, source, exc.reason)])
+            self.acc.fails.add([(gp, int(line) - offset if line.isdigit() else 0, source, exc.reason)])
         for entry in pending:
             yield (1, gp, entry)
         counts = Counter({"in": job.counts["in"], "out": out, "bad": job.counts["bad"], "dropped": job.counts["dropped"],
@@ -444,7 +447,8 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
     """Run `fn(records, reject)` over the partitions of `io`'s input files on Spark, write the
     records it yields to `io.output` (a folder), the rejects to `io.rejects` (a folder), and
     return what `fn` returned for each partition. `job` (not entered) gets the run's counts,
-    for its summary."""
+    for its summary. While `fn` runs, `where(record)` gives the line number within the
+    partition; rejects and errors get the file's line number afterwards."""
     engine.check_io(io.inputs, io.output)
     with SparkRun(engine, command, quiet=io.quiet) as run:
         files = run.resolve(io.inputs)
