@@ -88,7 +88,8 @@ def test_dedup_on_a_standalone_cluster_uses_both_workers(tmp_path):
         proc = subprocess.run(
             [sys.executable, "-m", "llmtools", "dedup", "--mark", "--id-field", "id", "-v", "--engine", "spark",
              "--master", url, "--spark-conf", "spark.executor.memory=768m", "--spark-conf", "spark.eventLog.enabled=true",
-             "--spark-conf", f"spark.eventLog.dir=file://{events}", "-o", str(out), str(data)],
+             "--spark-conf", f"spark.eventLog.dir=file://{events}", "--spark-conf", "spark.eventLog.compress=false",
+             "--spark-conf", "spark.eventLog.rolling.enabled=false", "-o", str(out), str(data)],
             capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
     finally:
@@ -99,7 +100,10 @@ def test_dedup_on_a_standalone_cluster_uses_both_workers(tmp_path):
     # Both workers ran tasks: the event log names the executor of every finished task.
     executors = set()
     hosts_by_executor = {}
-    for path in glob.glob(str(events / "*")):
+    logs = [p for p in glob.glob(str(events / "**" / "*"), recursive=True)
+            if os.path.isfile(p) and not os.path.basename(p).startswith((".", "appstatus"))]
+    assert logs
+    for path in logs:
         for line in open(path, encoding="utf-8"):
             event = json.loads(line)
             if event.get("Event") == "SparkListenerTaskEnd":
