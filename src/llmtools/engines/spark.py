@@ -349,14 +349,14 @@ class Accumulators:
         self.fails = sc.accumulator([], Param(list))
 
 
-def numbered_lines(lines: Iterable[bytes], seen: list[int], offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    """(line number in the partition + `offset`, raw line), skipping blank lines; `seen[0]`
-    counts all the partition's lines."""
+def numbered_lines(lines: Iterable[bytes], seen: list[int]) -> Iterator[tuple[int, bytes]]:
+    """(line number in the partition, raw line), skipping blank lines; `seen[0]` counts all
+    the partition's lines."""
     i = 0
     for i, raw in enumerate(lines, 1):
         if raw and not raw.isspace():
             seen[0] = i
-            yield i + offset, raw
+            yield i, raw
     seen[0] = i
 
 
@@ -365,8 +365,7 @@ class RecordTask:
     (1, partition, reject entry) for each reject, in the order they happen."""
 
     def __init__(self, fn: Callable, sources: list[str], part_file: list[int], acc: Accumulators,
-                 collect_rejects: bool, job_kw: dict, starts: list[int] | None = None) -> None:
-        self.starts = starts  # each partition's first line number, when counted beforehand
+                 collect_rejects: bool, job_kw: dict) -> None:
         self.fn = fn
         self.sources = sources
         self.part_file = part_file
@@ -377,8 +376,7 @@ class RecordTask:
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
         seen = [0]
         source = self.sources[self.part_file[gp]]
-        offset = self.starts[gp] if self.starts is not None else 0
-        job = PartitionJob(source, numbered_lines(lines, seen, offset), self.collect_rejects, **self.job_kw)
+        job = PartitionJob(source, numbered_lines(lines, seen), self.collect_rejects, **self.job_kw)
         pending = job.pending
         out = 0
         result = None
@@ -398,7 +396,7 @@ class RecordTask:
                     pending.clear()
         except BadInputError as exc:
             _source, _, line = (exc.where or "").rpartition(":")
-            self.acc.fails.add([(gp, int(line) - offset if line.isdigit() else 0, source, exc.reason)])
+            self.acc.fails.add([(gp, int(line) if line.isdigit() else 0, source, exc.reason)])
         for entry in pending:
             yield (1, gp, entry)
         counts = Counter({"in": job.counts["in"], "out": out, "bad": job.counts["bad"], "dropped": job.counts["dropped"],
