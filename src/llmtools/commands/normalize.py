@@ -200,7 +200,7 @@ def cli(io: options.IOConfig, engine: Any, steps: tuple[str, ...], newlines: str
 
     field = io.field
 
-    def run(records: Any, reject: Any) -> Any:
+    def run(records: Any, reject: Any, _where: Any) -> Any:
         part = ops.Stats()
         yield from ops.normalize(
             records, field=field, steps=chosen, filters=filters, explain=explain,

@@ -3,8 +3,8 @@
 `local` (the default) runs an ops function in this process over the records of `Job`;
 `spark` runs the same function on Apache Spark over the partitions of files that Spark reads
 (local paths, hdfs://, s3a://, globs, .gz). An ops function never learns which one runs it:
-it gets an iterator of records and a `reject(record, reason, **detail)` callback, yields the
-records to keep, and may `return` a summary object (its statistics) that the engine hands back,
+it gets an iterator of records, a `reject(record, reason, **detail)` callback and
+`where(record)` ("source:line"), yields the records to keep, and may `return` a summary object (its statistics) that the engine hands back,
 one per partition.
 
 pyspark is imported only by `engines.spark`, and only when `--engine spark` is chosen.
@@ -51,8 +51,8 @@ class EngineConfig:
 
 
 def run_records(engine: EngineConfig, io: Any, job: Any, fn: Callable, command: str, params: dict | None = None) -> list[Any]:
-    """Run the ops function `fn(records, reject)` on the chosen engine; returns what it returned,
-    one item per partition (one in all, locally)."""
+    """Run the ops function `fn(records, reject, where)` on the chosen engine; returns what it
+    returned, one item per partition (one in all, locally)."""
     if engine.spark:
         from llmtools.engines import spark
 

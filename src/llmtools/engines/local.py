@@ -7,18 +7,18 @@ from typing import Any, Callable, Iterator
 
 from llmtools.io import Job
 
-PartitionFn = Callable[[Iterator[dict], Callable[..., None]], Iterator[dict]]
+PartitionFn = Callable[[Iterator[dict], Callable[..., None], Callable[[dict], str]], Iterator[dict]]
 
 
 def run_records(job: Job, fn: PartitionFn) -> list[Any]:
-    """Run `fn(records, reject)` over all of the job's records, writing what it yields.
+    """Run `fn(records, reject, where)` over all of the job's records, writing what it yields.
 
     The whole input is one partition: the result is a one-item list holding what `fn` returned
     (its statistics), as `engines.spark.run_records` returns one per partition."""
     results: list[Any] = []
 
     def records() -> Iterator[dict]:
-        results.append((yield from fn(job.records(), job.reject)))
+        results.append((yield from fn(job.records(), job.reject, job.where)))
 
     with job:
         job.write_all(records())

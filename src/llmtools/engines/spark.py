@@ -350,7 +350,8 @@ class Accumulators:
 
 
 def numbered_lines(lines: Iterable[bytes], seen: list[int]) -> Iterator[tuple[int, bytes]]:
-    """(line number in the partition, raw line), skipping blank lines; `seen[0]` counts all."""
+    """(line number in the partition, raw line), skipping blank lines; `seen[0]` counts all
+    the partition's lines."""
     i = 0
     for i, raw in enumerate(lines, 1):
         if raw and not raw.isspace():
@@ -380,7 +381,7 @@ class RecordTask:
         out = 0
         result = None
         try:
-            gen = self.fn(job.records(), job.reject)
+            gen = self.fn(job.records(), job.reject, job.where)
             while True:
                 try:
                     rec = next(gen)
@@ -444,7 +445,8 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
     """Run `fn(records, reject)` over the partitions of `io`'s input files on Spark, write the
     records it yields to `io.output` (a folder), the rejects to `io.rejects` (a folder), and
     return what `fn` returned for each partition. `job` (not entered) gets the run's counts,
-    for its summary."""
+    for its summary. While `fn` runs, `where(record)` gives the line number within the
+    partition; rejects and errors get the file's line number afterwards."""
     engine.check_io(io.inputs, io.output)
     with SparkRun(engine, command, quiet=io.quiet) as run:
         files = run.resolve(io.inputs)

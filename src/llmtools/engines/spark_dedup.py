@@ -435,8 +435,10 @@ def _decide(items: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
         rounds = 0
     else:
         buckets = recs.flatMap(lambda t: [(k, t[1]) for k in t[5]]).groupByKey(shuffle)
-        cands = buckets.flatMap(candidate_pairs).distinct(shuffle)
-        sigs = recs.map(lambda t: (t[1], (t[4], t[8])))
+        cands = buckets.flatMap(candidate_pairs).distinct(shuffle).persist()
+        # Only the records in a candidate pair need their signature shipped for the two joins:
+        # when they are few enough to broadcast their orders, the others are left out first.
+        sigs = _only(recs, cands.flatMap(lambda p: p).distinct(shuffle)).map(lambda t: (t[1], (t[4], t[8]))).persist()
         first = cands.join(sigs, shuffle)  # (x, (y, sig x))
         both = first.map(lambda kv: (kv[1][0], (kv[0], kv[1][1]))).join(sigs, shuffle)
         edges = both.flatMap(similarity(opts.threshold, opts.verify)).persist()
@@ -460,11 +462,22 @@ def _decide(items: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
             assigned = labels  # (dup, root = earliest)
         pairs = assigned.join(best_sim, shuffle).map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (kept, (dup, sim))
     if opts.id_field:
-        ids = recs.map(lambda t: (t[1], t[6]))
+        ids = _only(recs, pairs.keys().distinct(shuffle)).map(lambda t: (t[1], t[6]))
         decisions = pairs.join(ids, shuffle).map(lambda kv: (kv[1][0][0], (kv[0], kv[1][1], kv[1][0][1])))
     else:
         decisions = pairs.map(lambda kv: (kv[1][0], (kv[0], None, kv[1][1])))
     return decisions, rounds
+
+
+def _only(recs: Any, orders: Any) -> Any:
+    """`recs` whose order is in the RDD `orders`, filtered against a broadcast set when there
+    are at most BROADCAST_LIMIT of them (else all of `recs`: the join that follows filters)."""
+    sc = recs.context
+    limit = int(sc.getConf().get("spark.llmtools.dedup.broadcastLimit", str(BROADCAST_LIMIT)))
+    if orders.count() > limit:
+        return recs
+    wanted = sc.broadcast(frozenset(orders.collect()))
+    return recs.filter(lambda t: t[1] in wanted.value)
 
 
 def _finish(spark_run: SparkRun, items: Any, decisions: Any, opts: Any, sources: list[str], part_file: list[int],
