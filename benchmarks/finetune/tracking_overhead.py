@@ -98,6 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.pairs, args.steps = 2, 8
+    load_at_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="llmtools-track-bench-"))
     server, url = start_mlflow(work / "mlflow")
     try:
@@ -115,7 +116,7 @@ def main() -> None:
     off = [r["tokens_per_s"] for r in runs if not r["tracked"]]
     on = [r["tokens_per_s"] for r in runs if r["tracked"]]
     result = {
-        "load_before": os.getloadavg(), "steps": args.steps, "pairs": args.pairs, "threads": THREADS, "runs": runs,
+        "load_at_start": load_at_start, "load_at_end": os.getloadavg(), "steps": args.steps, "pairs": args.pairs, "threads": THREADS, "runs": runs,
         "tokens_per_s_off": statistics.mean(off), "tokens_per_s_on": statistics.mean(on),
         "ratio_on_off": statistics.mean(on) / statistics.mean(off), "help_startup_s": start,
     }
