@@ -182,3 +182,27 @@ def test_a_score_metric_objective_is_the_best_models_score(cli, tiny_model_dir, 
     scorer = Scorer(ScoreConfig(metrics=["chrf"]))
     list(scorer.run({"prediction": a.text, "reference": r["completion"]} for a, r in zip(answers, held)))
     assert scorer.summary()["metrics"]["chrf"] == pytest.approx(final["best"]["value"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_trial_exits_130_with_one_line(tiny_model_dir, tmp_path):
+    import signal
+    import time
+
+    data = _data(tmp_path / "t.jsonl")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "llmtools", "finetune", "--base", tiny_model_dir, "-o", str(tmp_path / "o"),
+                             "--search", "lr=1e-4,1e-3", "--trials", "3", "--max-steps", "5000", "--eval-every", "1",
+                             "--eval-fraction", "0.25", "--search-storage", storage, data],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    log = tmp_path / "o.search" / "trial-0000.jsonl"
+    deadline = time.time() + 300
+    while not (log.exists() and log.read_text().strip()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    lines = [ln for ln in err.decode().splitlines() if ln.strip()]
+    assert "Traceback" not in err.decode() and len(lines) == 1
+    assert "interrupted during trial 0" in lines[0] and "run the same command to go on" in lines[0]
+    assert out == b"" and not (tmp_path / "o.search" / "trial-0000.partial").exists()

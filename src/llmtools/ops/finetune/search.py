@@ -273,7 +273,8 @@ def _check_score_metric(metric: str) -> None:
 def _study(optuna: Any, cfg: SearchConfig, settings: Settings, output: str) -> Any:
     import warnings
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our trial records say it all
+    # Our trial records say what Optuna's log would; a failed trial is our one-line error, not its traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # One process: --seed decides every proposal. Processes sharing a study each seed from
     # --seed and their pid, or they would all propose the same first trials.
@@ -318,7 +319,15 @@ def _optimize(optuna: Any, study: Any, cfg: SearchConfig, payload: dict, setting
         mine.append(trial.number)
         params = {d.name: d.suggest(trial) for d in cfg.space}
         trial.set_user_attr("host", socket.gethostname())
-        record = _run_trial(optuna, trial, params, cfg, payload, settings, fields, root, job, parent)
+        try:
+            record = _run_trial(optuna, trial, params, cfg, payload, settings, fields, root, job, parent)
+        except errors.LLMToolsError as exc:
+            if exc.exit_code != errors.ExitCode.INTERRUPTED:
+                raise
+            shutil.rmtree(ckpt.work_dir(os.path.join(root, f"trial-{trial.number:04d}")), ignore_errors=True)
+            kept = ("the finished trials stay in the study: run the same command to go on" if cfg.storage
+                    else "the study was in memory: give --search-storage to keep one across runs")
+            raise errors.LLMToolsError(f"interrupted during trial {trial.number}; {kept}", errors.ExitCode.INTERRUPTED) from None
         job.write(record)
         parent.log_metrics({"trial_value": record["value"]} if record.get("value") is not None else {}, step=trial.number)
         if record["state"] == "PRUNED":
