@@ -607,3 +607,17 @@ def test_side_files_in_other_formats(tmp_path):
     bad.write_text("a,b\n1\n")
     with pytest.raises(BadInputError, match=r"bad.csv:2: 1 fields, the header has 2"):
         list(lio.read_jsonl(str(bad)))
+
+
+def test_spark_engine_takes_jsonl_only(tmp_path):
+    """Spark reads lines of text: a Parquet input is a usage error there, not a stream of bad lines."""
+    from llmtools.engines import EngineConfig
+    from llmtools.engines.spark import SparkRun
+
+    path = write_parquet(tmp_path / "d.parquet", [{"text": "x"}])
+    run = SparkRun(EngineConfig.__new__(EngineConfig), "normalize")
+    with pytest.raises(UsageError, match="--engine spark reads JSONL inputs; .*d.parquet is parquet"):
+        run.resolve([path])
+    ok = tmp_path / "d.jsonl"
+    ok.write_text('{"text": "x"}\n')
+    assert run.resolve([str(ok)]) == [(str(ok), "file://" + str(ok))]
