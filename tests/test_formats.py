@@ -578,19 +578,32 @@ def test_a_2gb_parquet_file_streams_through_normalize_in_bounded_memory(tmp_path
     rows = write_big_parquet(path, 2 << 30)
     assert os.path.getsize(path) > 2 << 30
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "llmtools", "normalize", "--field", "text", "-q", path],
-                            stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", PEAK_RSS, "normalize", "--field", "text", "-q", path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     count = 0
     last = b""
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     for line in proc.stdout:
         count += 1
         last = line
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0, err
     assert count == rows and orjson.loads(last)["meta"] == {"n": rows - 1}
-    peak_mb = usage.ru_maxrss / 1024
+    peak_mb = int(re.search(r"peak-rss-kb=(\d+)", err)[1]) / 1024
     assert peak_mb < 500, f"peak RSS {peak_mb:.0f} MB"
+
+
+# The child's own peak (VmHWM is per address space, so it starts afresh at exec; ru_maxrss would
+# count the forking parent's size too), written to stderr as llmtools exits.
+PEAK_RSS = """
+import atexit, re, sys
+def peak():
+    status = open("/proc/self/status").read()
+    sys.stderr.write("peak-rss-kb=%s\\n" % re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
+atexit.register(peak)
+from llmtools.cli import main
+main(sys.argv[1:])
+"""
 
 
 def test_side_files_in_other_formats(tmp_path):
@@ -607,3 +620,17 @@ def test_side_files_in_other_formats(tmp_path):
     bad.write_text("a,b\n1\n")
     with pytest.raises(BadInputError, match=r"bad.csv:2: 1 fields, the header has 2"):
         list(lio.read_jsonl(str(bad)))
+
+
+def test_spark_engine_takes_jsonl_only(tmp_path):
+    """Spark reads lines of text: a Parquet input is a usage error there, not a stream of bad lines."""
+    from llmtools.engines import EngineConfig
+    from llmtools.engines.spark import SparkRun
+
+    path = write_parquet(tmp_path / "d.parquet", [{"text": "x"}])
+    run = SparkRun(EngineConfig.__new__(EngineConfig), "normalize")
+    with pytest.raises(UsageError, match="--engine spark reads JSONL inputs; .*d.parquet is parquet"):
+        run.resolve([path])
+    ok = tmp_path / "d.jsonl"
+    ok.write_text('{"text": "x"}\n')
+    assert run.resolve([str(ok)]) == [(str(ok), "file://" + str(ok))]

@@ -182,6 +182,12 @@ class SparkRun:
                     out.append((uri, uri))
         if not out:
             raise UsageError("no input files (the folders given are empty)")
+        from llmtools.formats import detect
+
+        other = [name for name, _ in out if detect(name) != "jsonl"]
+        if other:  # Spark reads lines of text here; Parquet, CSV and the rest are read locally
+            raise UsageError(f"--engine spark reads JSONL inputs; {other[0]} is {detect(other[0])}: run without "
+                             "--engine spark, or convert it to JSONL first")
         return out
 
     def check_output(self, path: str, option: str) -> str:
@@ -299,6 +305,9 @@ class PartitionJob(Job):
 
     def _sources(self) -> Iterator[tuple[str, Iterable[tuple[int, bytes]]]]:
         yield self.inputs[0], self._numbered
+
+    def _plan(self) -> None:
+        return None  # JSONL lines Spark read, whatever the file was named
 
 
 class _Collector:
