@@ -158,3 +158,15 @@ def test_summary_table_shows_groups_and_gaps(cli):
     res = cli(["score", "--metric", "accuracy", "--by", "channel", "-v", "--summary-only"], input=data)
     assert "channel=web (n=25)" in res.stderr and "gap accuracy by channel" in res.stderr
     assert not math.isnan(res.records()[0]["disparity"]["channel"]["metrics"]["accuracy"]["gap"])
+
+
+def test_free_text_predictions_as_labels_stay_narrow_per_group(cli):
+    """accuracy over free-text predictions makes every prediction a label; each group's rows
+    hold only its own labels, so 4,000 distinct labels cost no 4,000-wide matrix."""
+    data = [{"g": f"g{i % 4}", "label": "yes" if i % 3 else f"text {i}", "prediction": f"text {i}" if i % 3 == 0 else "no"}
+            for i in range(4000)]
+    _, summary = run_score(cli, ["--metric", "accuracy", "--by", "g"], data=data)
+    for name, entry in summary["groups"]["g"].items():
+        members = [r for r in data if r["g"] == name]
+        assert entry["metrics"]["accuracy"] == pytest.approx(
+            sum(r["label"] == r["prediction"] for r in members) / len(members))
