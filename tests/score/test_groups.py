@@ -170,3 +170,16 @@ def test_free_text_predictions_as_labels_stay_narrow_per_group(cli):
         members = [r for r in data if r["g"] == name]
         assert entry["metrics"]["accuracy"] == pytest.approx(
             sum(r["label"] == r["prediction"] for r in members) / len(members))
+
+
+def test_classification_subset_sums_equal_the_rows_they_stand_for():
+    from llmtools.ops.score.metrics import Classification, Item
+
+    fam = Classification()
+    rng = random.Random(5)
+    fam.score_batch([Item(prediction=rng.choice("abcd"), label=rng.choice("abce")) for _ in range(200)])
+    subset = sorted(rng.sample(range(200), 60))
+    rows = fam.subset_rows(subset)
+    sums = [sum(col) for col in zip(*rows)]
+    assert fam.subset_sums(subset) == sums
+    assert fam.finalize(sums) == pytest.approx(fam.finalize([sum(c) for c in zip(*[fam.stat_rows()[i] for i in subset])]))
