@@ -101,3 +101,25 @@ def test_lifecycle_demo_fast_variant(tmp_path):
     assert _unchanged_by_fast(summary) == _unchanged_by_fast(_readme_demo_block())
     report = json.loads((out / "quant-report.json").read_text())
     assert report["type"].lower() == "q4_k_m" or "q4_k" in json.dumps(report).lower()
+
+
+@pytest.mark.slow
+def test_prompt_experiment_makefile_runs_on_a_tiny_model(tmp_path, tiny_model_dir):
+    """examples/prompts end to end on the tiny model: three variants, the paired ranking, the
+    fairness gate and the summary (real answers and figures come from smollm2 in its README)."""
+    py = Path(sys.executable)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["make", "-C", str(ROOT / "examples" / "prompts"), f"LLMTOOLS={py.parent / 'llmtools'}", f"PYTHON={py}",
+         f"MODEL={tiny_model_dir}", f"OUT={out}", "EVAL_LIMIT=6", "MAX_TOKENS=4", "COT_TOKENS=4", "SHOTS=0",
+         "BOOTSTRAP=100", "MIN_GROUP=1"],
+        env=_env(), capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(x) for v in ("zero-shot", "few-shot", "cot") for x in (out / f"{v}.jsonl").read_text().splitlines()]
+    assert {r["variant"] for r in records} == {"zero-shot", "few-shot", "cot"} and len(records) == 18
+    assert all(len(r["_llmtools"]["prompt"]["template"]) == 64 for r in records)
+    assert json.loads((out / "cot.jsonl.manifest.json").read_text())["params"]["extract"].startswith("Answer:")
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["paired"]["variant"]["n"] == 6
+    assert "gate gap(exact_match)" in (out / "SUMMARY.txt").read_text()

@@ -158,3 +158,28 @@ def test_summary_table_shows_groups_and_gaps(cli):
     res = cli(["score", "--metric", "accuracy", "--by", "channel", "-v", "--summary-only"], input=data)
     assert "channel=web (n=25)" in res.stderr and "gap accuracy by channel" in res.stderr
     assert not math.isnan(res.records()[0]["disparity"]["channel"]["metrics"]["accuracy"]["gap"])
+
+
+def test_free_text_predictions_as_labels_stay_narrow_per_group(cli):
+    """accuracy over free-text predictions makes every prediction a label; each group's rows
+    hold only its own labels, so 4,000 distinct labels cost no 4,000-wide matrix."""
+    data = [{"g": f"g{i % 4}", "label": "yes" if i % 3 else f"text {i}", "prediction": f"text {i}" if i % 3 == 0 else "no"}
+            for i in range(4000)]
+    _, summary = run_score(cli, ["--metric", "accuracy", "--by", "g"], data=data)
+    for name, entry in summary["groups"]["g"].items():
+        members = [r for r in data if r["g"] == name]
+        assert entry["metrics"]["accuracy"] == pytest.approx(
+            sum(r["label"] == r["prediction"] for r in members) / len(members))
+
+
+def test_classification_subset_sums_equal_the_rows_they_stand_for():
+    from llmtools.ops.score.metrics import Classification, Item
+
+    fam = Classification()
+    rng = random.Random(5)
+    fam.score_batch([Item(prediction=rng.choice("abcd"), label=rng.choice("abce")) for _ in range(200)])
+    subset = sorted(rng.sample(range(200), 60))
+    rows = fam.subset_rows(subset)
+    sums = [sum(col) for col in zip(*rows)]
+    assert fam.subset_sums(subset) == sums
+    assert fam.finalize(sums) == pytest.approx(fam.finalize([sum(c) for c in zip(*[fam.stat_rows()[i] for i in subset])]))

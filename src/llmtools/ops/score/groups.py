@@ -60,45 +60,62 @@ def _key(value: Any) -> str:
 
 
 class _Rows:
-    """A family's statistics rows, whole (a numpy matrix) or, for a family that can narrow them
-    (classification: only the labels the subset uses), built per subset."""
+    """A family's statistics rows for subsets of the records. Per-group sums are plain Python
+    (numpy, ~0.15 s to import, is loaded only for the bootstrap and the paired test); a family
+    that can narrow its rows (classification: only the labels a subset uses) builds them per
+    subset."""
 
     def __init__(self, family: Family, n: int):
+        self.family = family
+        self.n = n
+        self.narrow = getattr(family, "subset_rows", None)
+        self._mat = None
+
+    @property
+    def mat(self) -> Any:
         import numpy as np
 
-        self.family = family
-        self.narrow = getattr(family, "subset_rows", None)
-        self.mat = None
-        if self.narrow is None:
-            rows = family.stat_rows()
-            self.mat = np.asarray(rows, dtype=np.float64).reshape(n, -1) if n else np.zeros((0, 0))
+        if self._mat is None:
+            rows = self.family.stat_rows()
+            self._mat = np.asarray(rows, dtype=np.float64).reshape(self.n, -1) if self.n else np.zeros((0, 0))
+        return self._mat
 
     def take(self, indices: Any) -> Any:
         import numpy as np
 
-        if self.mat is not None:
-            return self.mat[indices]
+        if self.narrow is None:
+            return self.mat[np.asarray(indices, dtype=np.int64)]
         rows = self.narrow([int(i) for i in indices])
         return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
 
-    def group_values(self, of: Any, idx: Any, groups: int, members: list) -> list[dict]:
+    def group_values(self, of: Any, groups: int, members: list) -> list[dict]:
         """finalize() of each group's column sums."""
         fam = self.family
-        if self.mat is not None:
-            sums = _group_sums(self.mat, of, groups)
-            return [_clean(fam.finalize(sums[g].tolist())) for g in range(groups)]
-        return [_clean(fam.finalize(self.take(members[g]).sum(axis=0).tolist())) for g in range(groups)]
+        if self.narrow is not None:
+            subset_sums = getattr(fam, "subset_sums", None)
+            out = []
+            for g in range(groups):
+                sums = subset_sums(members[g]) if subset_sums else _column_sums(self.narrow(members[g]))
+                out.append(_clean(fam.finalize(sums)))
+            return out
+        rows = fam.stat_rows()
+        width = len(rows[0]) if rows else 0
+        sums = [[0.0] * width for _ in range(groups)]
+        for g, row in zip(of, rows):
+            acc = sums[g]
+            for j, v in enumerate(row):
+                acc[j] += v
+        return [_clean(fam.finalize(s)) if width else _clean(fam.finalize([])) for s in sums]
 
 
-def _group_sums(mat: Any, of: Any, groups: int) -> Any:
-    """(groups x width) column sums of the rows of each group."""
-    import numpy as np
-
-    idx = np.frombuffer(of, dtype=np.int32) if len(of) else np.zeros(0, dtype=np.int32)
-    out = np.zeros((groups, mat.shape[1]))
-    for j in range(mat.shape[1]):
-        out[:, j] = np.bincount(idx, weights=mat[:, j], minlength=groups)
-    return out
+def _column_sums(rows: list[list[float]]) -> list[float]:
+    if not rows:
+        return []
+    sums = [0.0] * len(rows[0])
+    for row in rows:
+        for j, v in enumerate(row):
+            sums[j] += v
+    return sums
 
 
 @dataclass
@@ -112,27 +129,24 @@ class GroupOptions:
 
 def group_summary(tracker: GroupTracker, families: list[Family], n: int, opts: GroupOptions) -> dict[str, Any]:
     """{"groups": {field: {...}}, "disparity": {field: {...}}, "paired": {field: {...}}}."""
-    import numpy as np
-
     mats = [_Rows(f, n) for f in families]
     groups_out: dict[str, Any] = {}
     disparity_out: dict[str, Any] = {}
     paired_out: dict[str, Any] = {}
     for f, field in enumerate(tracker.by):
         names = tracker.names[f]
-        idx = np.frombuffer(tracker.of[f], dtype=np.int32) if n else np.zeros(0, dtype=np.int32)
-        sizes = np.bincount(idx, minlength=len(names)) if n else np.zeros(len(names), dtype=np.int64)
-        order = np.argsort(idx, kind="stable")
-        bounds = np.searchsorted(idx[order], np.arange(len(names) + 1))
-        members = [order[bounds[g]:bounds[g + 1]] for g in range(len(names))]
-        values = [m.group_values(tracker.of[f], idx, len(names), members) for m in mats]
+        members: list[list[int]] = [[] for _ in names]
+        for i, g in enumerate(tracker.of[f]):
+            members[g].append(i)
+        values = [m.group_values(tracker.of[f], len(names), members) for m in mats]
         table: dict[str, Any] = {}
         for g, name in enumerate(names):
             metrics: dict[str, Any] = {}
             for v in values:
                 metrics.update(v[g])
-            entry: dict[str, Any] = {"n": int(sizes[g]), "metrics": metrics}
-            if int(sizes[g]) < opts.min_group:
+            size = len(members[g])
+            entry: dict[str, Any] = {"n": size, "metrics": metrics}
+            if size < opts.min_group:
                 entry["small"] = True
             table[name] = entry
         if opts.bootstrap:
