@@ -147,3 +147,44 @@ def test_prompt_that_fills_the_context_fails_alone(backend, batcher):
     outs = run_all(b, [long_prompt, PROMPTS[0]], [GenerationParams(max_tokens=4)] * 2)
     assert isinstance(outs[0], LLMToolsError) and "context" in str(outs[0])
     assert outs[1].completion_tokens == 4
+
+
+def test_a_long_prompt_is_evaluated_in_chunks_between_decode_steps(backend, batcher):
+    """Fairness: a 2,000-token prompt arriving while 4 short requests stream holds none of their
+    next tokens much longer than one prompt chunk takes (measured here, on this machine)."""
+    from llmtools.models.llama_batching import SeqRequest
+
+    chunk = 256
+    b = batcher(parallel=5, n_ctx=2048, chunk=chunk)
+    long_prompt = " ".join(f"item{i}" for i in range(515))
+    n_long = len(backend.tokenize(long_prompt, add_special=True))
+    assert 1900 <= n_long < 2048
+    # one chunk's time, measured alone: a prompt of at most one chunk, one token generated
+    one_chunk = backend.detokenize(backend.tokenize(long_prompt)[: chunk - 16])
+    assert len(backend.tokenize(one_chunk, add_special=True)) <= chunk
+    b.generate(one_chunk, GenerationParams(max_tokens=1))  # warm-up
+    t0 = time.monotonic()
+    b.generate(one_chunk, GenerationParams(max_tokens=1))
+    chunk_s = time.monotonic() - t0
+
+    stamps: list[list[float]] = [[] for _ in range(4)]
+    done = threading.Semaphore(0)
+    long_done = threading.Event()
+    for i in range(4):  # they stream until the long prompt is through, then leave (cancelled)
+        b.submit(SeqRequest(PROMPTS[i], GenerationParams(max_tokens=1000), cancelled=long_done.is_set,
+                            on_text=lambda t, i=i: stamps[i].append(time.monotonic()), on_done=lambda v: done.release()))
+    while min(len(s) for s in stamps) < 3:
+        time.sleep(0.005)
+    t_long = time.monotonic()
+    b.submit(SeqRequest(long_prompt, GenerationParams(max_tokens=1), on_done=lambda v: long_done.set()))
+    assert long_done.wait(900)
+    t_long_end = time.monotonic()
+    for _ in range(4):
+        assert done.acquire(timeout=60)
+    gaps = [b2 - a for s in stamps for a, b2 in zip(s, s[1:]) if b2 > t_long and a < t_long_end]
+    n_chunks = -(-n_long // chunk)
+    # every short stream went on between the chunks (not one gap holding the whole prompt) ...
+    assert min(sum(1 for t in s if t_long < t < t_long_end) for s in stamps) >= n_chunks - 2, (n_chunks, stamps)
+    # ... and no next token waited much longer than one chunk (plus a decode step): generous, x3,
+    # for a loaded shared machine; the whole prompt is n_chunks (8) chunks
+    assert max(gaps) < 3 * chunk_s + 0.5, (max(gaps), chunk_s, t_long_end - t_long)
