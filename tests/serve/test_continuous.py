@@ -204,3 +204,46 @@ def test_smollm2_stream_and_disconnect_over_http(smollm2_url):
     while batcher.running and time.monotonic() < deadline:
         time.sleep(0.01)
     assert batcher.running == 0
+
+
+@pytest.mark.slow
+def test_smollm2_sigterm_lets_the_running_sequences_finish(tmp_path):
+    """SIGTERM under --parallel: the sequences in the batch run to their end, then exit 0."""
+    pytest.importorskip("llama_cpp")
+    import signal
+
+    from tests.helpers.server_process import ServerProcess
+
+    log = tmp_path / "req.jsonl"
+    srv = ServerProcess(["smollm2", "--threads", "1", "--parallel", "4", "--log", str(log)])
+    try:
+        url = srv.wait_ready()
+        results: dict[int, list[str]] = {}
+        started = [threading.Event() for _ in range(3)]
+
+        def stream(i: int) -> None:
+            body = {"prompt": f"Count to a hundred, item {i}:", "max_tokens": 40, "stream": True}
+            with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as r:
+                lines = []
+                for line in r.iter_lines():
+                    if line:
+                        lines.append(line)
+                        started[i].set()
+            results[i] = lines
+            started[i].set()
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for e in started:
+            assert e.wait(120)
+        srv.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(300)
+        assert srv.proc.wait(120) == 0, "\n".join(srv.lines)
+    finally:
+        srv.stop()
+    for lines in results.values():
+        assert lines[-1] == "data: [DONE]"
+        assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] in ("stop", "length")
+    assert [json.loads(x)["status"] for x in log.read_text().splitlines()].count(200) == 3
