@@ -247,3 +247,47 @@ def test_smollm2_sigterm_lets_the_running_sequences_finish(tmp_path):
         assert lines[-1] == "data: [DONE]"
         assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] in ("stop", "length")
     assert [json.loads(x)["status"] for x in log.read_text().splitlines()].count(200) == 3
+
+
+@pytest.mark.slow
+def test_stress_16_clients_x_200_mixed_requests_no_5xx_and_flat_rss():
+    """16 clients x 200 requests (completions, streamed chat, list prompts; 1-24 tokens) through
+    the batching runner: every answer 200, nothing left admitted, and the process's RSS after
+    warm-up does not grow (the real-model run is benchmarks/serve/stress.py)."""
+    def rss_mb() -> float:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+
+    loader = Loader(cls=ContinuousFake)
+    statuses: dict[int, int] = {}
+    samples: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    with running_server(loader, parallel=8, max_concurrency=8, max_queue=64) as (url, state):
+        def client(i: int) -> None:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                for n in range(200):
+                    words = " ".join(["w"] * (1 + (i * 7 + n) % 24))
+                    kind = n % 4
+                    if kind == 0:
+                        with c.stream("POST", "/v1/chat/completions", json=chat(words, max_tokens=24, stream=True)) as r:
+                            ok = r.status_code == 200 and [x for x in r.iter_lines() if x][-1] == "data: [DONE]"
+                            status = r.status_code if ok else 599
+                    elif kind == 1:
+                        status = c.post("/v1/completions", json={"model": "fake-a", "prompt": [words, "a b"], "max_tokens": 24}).status_code
+                    else:
+                        status = c.post("/v1/completions", json={"model": "fake-a", "prompt": words, "max_tokens": 1 + n % 24}).status_code
+                    with lock:
+                        statuses[status] = statuses.get(status, 0) + 1
+                        done = sum(statuses.values())
+                        if done % 200 == 0:
+                            samples.append((done, rss_mb()))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert statuses == {200: 3200}
+        assert state.limiter.admitted == 0 and loader.built["fake-a"].batchers[0].running == 0
+    warm = next(mb for n, mb in samples if n >= 800)
+    assert samples[-1][1] <= warm * 1.10 + 20, samples
