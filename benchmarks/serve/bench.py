@@ -1,19 +1,26 @@
-"""Load benchmark: `llmtools serve` vs `python -m llama_cpp.server` vs direct llama-cpp-python.
+"""Load benchmark: `llmtools serve` (continuous batching, and the old one-at-a-time path) vs
+`python -m llama_cpp.server` vs direct llama-cpp-python, plus the low-level batching probe.
 
-Same GGUF model (smollm2 by default), same prompts, same greedy settings, and the same llama.cpp
-threads for all three, both for decoding (--threads) and for prompt batches (--batch-threads,
-default: the same as --threads; llama_cpp.server would otherwise use every core for prompts).
-For each concurrency level (1, 4, 8) a pool of client threads sends the same fixed set of
-/v1/completions requests over keep-alive connections to each server; direct generation runs the
-same prompts one after another on a llama_cpp.Llama in this process (a Llama object serves one
-request at a time, so that is what a server can at best reach). Systems are measured in rounds,
-alternating their order, so a change in background load hits all of them alike.
+Same GGUF model (smollm2 by default), same prompts, same greedy settings, the same context per
+request and the same llama.cpp threads for every system, both for decoding (--threads) and for
+prompt batches (--batch-threads, default: the same as --threads). For each concurrency level
+(1, 4, 8, 16) a pool of client threads sends the same fixed set of streamed /v1/completions
+requests over keep-alive connections to each server:
 
-Reported per system and level: completion tokens/s (total completion tokens / wall time),
-requests/s, p50 and p95 request latency, and the ratios against direct and against
-llama_cpp.server measured in the same round.
+- `llmtools --parallel`: `llmtools serve --parallel N` (N = the highest level), continuous batching;
+- `llmtools sequential`: `llmtools serve --parallel 0`, one request at a time on one context;
+- `llama_cpp.server`: llama-cpp-python's own server (one request at a time);
+- direct: the prompts one after another on a llama_cpp.Llama in this process.
 
-    .venv/bin/python benchmarks/serve/bench.py [--model smollm2] [--requests 12] [--rounds 2]
+Systems are measured in rounds, alternating their order, so a change in background load hits all
+of them alike. After the servers stop, `probe_batch.probe` measures the ceiling: B sequences
+decoded by one llama_decode per step, on the low-level API alone.
+
+Reported per system and level: completion tokens/s (total completion tokens / wall time), p50
+and p95 request latency, time to first token, and ratios against direct, against the system's
+own 1-client figure, against llama_cpp.server and against the probe at B = clients.
+
+    .venv/bin/python benchmarks/serve/bench.py [--model smollm2] [--requests 32] [--levels 1,4,8,16]
 """
 
 from __future__ import annotations
@@ -85,15 +92,38 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
-    """Send every body once, `concurrency` at a time; returns throughput and latency figures."""
+def run_load(url: str, bodies: list[dict], concurrency: int, stream: bool = False) -> dict:
+    """Send every body once, `concurrency` at a time; returns throughput and latency figures.
+    With `stream`, each request is streamed and the time to its first text chunk is kept (TTFT)."""
     work: queue.Queue = queue.Queue()
     for body in bodies:
         work.put(body)
     latencies: list[float] = []
+    ttfts: list[float] = []
     tokens = [0]
     statuses: dict[int, int] = {}
     lock = threading.Lock()
+
+    def one(c: httpx.Client, body: dict) -> tuple[int, int, float | None]:
+        if not stream:
+            r = c.post(url + "/v1/completions", json=body)
+            return r.status_code, (r.json()["usage"]["completion_tokens"] if r.status_code == 200 else 0), None
+        first, n = None, 0
+        t0 = time.perf_counter()
+        with c.stream("POST", url + "/v1/completions", json={**body, "stream": True,
+                                                               "stream_options": {"include_usage": True}}) as r:
+            if r.status_code != 200:
+                r.read()
+                return r.status_code, 0, None
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if first is None and event.get("choices") and event["choices"][0].get("text"):
+                    first = time.perf_counter() - t0
+                if event.get("usage"):
+                    n = event["usage"]["completion_tokens"]
+        return r.status_code, n, first
 
     def client() -> None:
         with httpx.Client(timeout=600) as c:
@@ -103,13 +133,15 @@ def run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
                 except queue.Empty:
                     return
                 t0 = time.perf_counter()
-                r = c.post(url + "/v1/completions", json=body)
+                status, n, first = one(c, body)
                 dt = time.perf_counter() - t0
                 with lock:
-                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                    if r.status_code == 200:
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status == 200:
                         latencies.append(dt)
-                        tokens[0] += r.json()["usage"]["completion_tokens"]
+                        tokens[0] += n
+                        if first is not None:
+                            ttfts.append(first)
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     start = time.perf_counter()
@@ -118,10 +150,11 @@ def run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return summarize(latencies, tokens[0], wall, statuses)
+    return summarize(latencies, tokens[0], wall, statuses, ttfts)
 
 
-def summarize(latencies: list[float], tokens: int, wall: float, statuses: dict | None = None) -> dict:
+def summarize(latencies: list[float], tokens: int, wall: float, statuses: dict | None = None,
+              ttfts: list[float] | None = None) -> dict:
     return {
         "tokens": tokens,
         "wall_s": round(wall, 3),
@@ -129,133 +162,183 @@ def summarize(latencies: list[float], tokens: int, wall: float, statuses: dict |
         "requests_per_s": round(len(latencies) / wall, 3),
         "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+        "ttft_p50_ms": round(percentile(ttfts or [], 0.5) * 1000, 1),
+        "ttft_p95_ms": round(percentile(ttfts or [], 0.95) * 1000, 1),
         "statuses": statuses or {200: len(latencies)},
     }
 
 
 def run_direct(llm, prompts: list[str], max_tokens: int) -> dict:
-    latencies, tokens = [], 0
+    """The prompts one after another on one Llama (what one Llama object can do), streamed for TTFT."""
+    latencies, ttfts, tokens = [], [], 0
     start = time.perf_counter()
     for prompt in prompts:
+        llm.reset()  # like llmtools' one-at-a-time path: no prefix reuse between requests
         t0 = time.perf_counter()
-        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0,
-                                    repeat_penalty=1.0)
+        first = None
+        for part in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_p=1.0, top_k=0,
+                                          min_p=0.0, repeat_penalty=1.0, stream=True):
+            if first is None and part["choices"][0]["text"]:
+                first = time.perf_counter() - t0
+            if not part["choices"][0].get("finish_reason"):
+                tokens += 1
         latencies.append(time.perf_counter() - t0)
-        tokens += out["usage"]["completion_tokens"]
-    return summarize(latencies, tokens, time.perf_counter() - start)
+        ttfts.append(first if first is not None else latencies[-1])
+    return summarize(latencies, tokens, time.perf_counter() - start, None, ttfts)
+
+
+SYSTEMS = ("llmtools --parallel", "llmtools sequential", "llama_cpp.server")
+
+
+def start_servers(path: str, args, env: dict) -> dict:
+    """name -> (url, process, bodies key) for the three HTTP systems."""
+    top = max(args.level_list)
+    servers = {}
+    common = ["--threads", str(args.threads), "--batch-threads", str(args.batch_threads), "--n-ctx", str(args.n_ctx),
+              "--max-queue", "256", "-q"]
+    for name, extra in (("llmtools --parallel", ["--parallel", str(top), "--max-concurrency", str(top)]),
+                        ("llmtools sequential", ["--parallel", "0", "--max-concurrency", str(top)])):
+        port = free_port()
+        proc = subprocess.Popen([str(BIN / "llmtools"), "serve", path, "--port", str(port), *common, *extra], env=env,
+                                stdout=subprocess.DEVNULL)
+        servers[name] = (f"http://127.0.0.1:{port}", proc, "/health")
+    if not args.no_llama_cpp_server:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
+             "--n_threads", str(args.threads), "--n_threads_batch", str(args.batch_threads), "--n_ctx", str(args.n_ctx),
+             "--verbose", "False"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers["llama_cpp.server"] = (f"http://127.0.0.1:{port}", proc, "/v1/models")
+    return servers
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--threads", type=int, default=1, help="llama.cpp decoding threads, the same for all three")
+    ap.add_argument("--model", default="smollm2", help="a .gguf path or a registry name")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp decoding threads, the same for every system")
     ap.add_argument("--batch-threads", type=int, default=None,
-                    help="llama.cpp prompt-processing threads (n_threads_batch), the same for all three (default: "
-                         "--threads; llama_cpp.server's own default is every core, which stalls on a loaded machine)")
+                    help="llama.cpp prompt-processing threads (n_threads_batch), the same for every system "
+                         "(default: --threads)")
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--requests", type=int, default=12, help="requests per system and concurrency level")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--levels", default="1,4,8")
+    ap.add_argument("--n-ctx", type=int, default=1024, help="context per request, every system")
+    ap.add_argument("--requests", type=int, default=32, help="requests per system and concurrency level")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--levels", default="1,4,8,16")
+    ap.add_argument("--no-llama-cpp-server", action="store_true")
+    ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--json", help="also write the raw results here")
-    ap.add_argument("--same-prompt", action="store_true",
-                    help="send one prompt every time: llama.cpp then reuses its cached prefix, so only decoding is "
-                         "timed (prefill on a loaded machine can stall for seconds at random and swamp the comparison)")
     args = ap.parse_args()
-    levels = [int(x) for x in args.levels.split(",")]
+    args.level_list = [int(x) for x in args.levels.split(",")]
     args.batch_threads = args.batch_threads or args.threads
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     sys.path.insert(0, str(ROOT / "src"))
     from llmtools.models import gguf_file, load_model
 
     import llama_cpp
 
-    path = gguf_file(args.model)
+    path = args.model if args.model.endswith(".gguf") else gguf_file(args.model)
     # The same prompt text for everyone: the model's own chat template, rendered once.
-    renderer = load_model(path, threads=args.threads, n_ctx=2048)
+    renderer = load_model(path, threads=args.threads, n_ctx=args.n_ctx)
     prompts = [renderer.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
     renderer.close()
-    if args.same_prompt:
-        prompts = prompts[:1]
     prompts = (prompts * (args.requests // len(prompts) + 1))[: args.requests]
     common = {"max_tokens": args.max_tokens, "temperature": 0.0, "top_p": 1.0, "top_k": 0}
-    ours_bodies = [{"prompt": p, **common} for p in prompts]
+    ours = [{"prompt": p, **common} for p in prompts]
     # llama_cpp.server's own defaults differ (top_k 40, min_p 0.05, repeat_penalty 1.1): pin them
     # to what llmtools and the direct run use, so every system decodes the same way.
-    theirs_bodies = [{"prompt": p, **common, "min_p": 0.0, "repeat_penalty": 1.0} for p in prompts]
+    theirs = [{"prompt": p, **common, "min_p": 0.0, "repeat_penalty": 1.0} for p in prompts]
 
-    port_ours, port_theirs = free_port(), free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ours = subprocess.Popen(
-        [str(BIN / "llmtools"), "serve", path, "--port", str(port_ours), "--threads", str(args.threads),
-         "--batch-threads", str(args.batch_threads), "--n-ctx", "2048", "--max-queue", "64", "-q"],
-        env=env, stdout=subprocess.DEVNULL)
-    theirs = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", path, "--host", "127.0.0.1", "--port", str(port_theirs),
-         "--n_threads", str(args.threads), "--n_threads_batch", str(args.batch_threads), "--n_ctx", "2048",
-         "--verbose", "False"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url_ours, url_theirs = f"http://127.0.0.1:{port_ours}", f"http://127.0.0.1:{port_theirs}"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    servers = start_servers(path, args, env)
     results: list[dict] = []
+    probe_res = None
     try:
-        wait_up(url_ours, ours, "/health")
-        wait_up(url_theirs, theirs, "/v1/models")
-        llm = llama_cpp.Llama(model_path=path, n_threads=args.threads, n_threads_batch=args.batch_threads, n_ctx=2048,
-                              verbose=False)
-        # warm-up: page the weights in for everyone
-        run_direct(llm, prompts[:2], args.max_tokens)
-        run_load(url_ours, ours_bodies[:2], 1)
-        run_load(url_theirs, theirs_bodies[:2], 1)
+        for url, proc, health in servers.values():
+            wait_up(url, proc, health)
+        llm = llama_cpp.Llama(model_path=path, n_threads=args.threads, n_threads_batch=args.batch_threads,
+                              n_ctx=args.n_ctx, verbose=False)
+        run_direct(llm, prompts[:2], args.max_tokens)  # warm-up: page the weights in for everyone
+        for name, (url, _, _) in servers.items():
+            run_load(url, (theirs if name == "llama_cpp.server" else ours)[:2], 1, stream=True)
         for rnd in range(args.rounds):
             direct = run_direct(llm, prompts, args.max_tokens)
-            results.append({"round": rnd, "system": "direct", "concurrency": 1, **direct})
+            results.append({"round": rnd, "system": "direct", "concurrency": 1, "load": os.getloadavg()[0], **direct})
             print(f"round {rnd} direct: {direct['tokens_per_s']} tok/s p95 {direct['p95_ms']} ms", file=sys.stderr)
-            for c in levels:
-                order = [("llmtools", url_ours, ours_bodies), ("llama_cpp.server", url_theirs, theirs_bodies)]
+            for c in args.level_list:
+                order = list(servers)
                 if (rnd + c) % 2:
                     order.reverse()
-                for name, url, bodies in order:
-                    res = run_load(url, bodies, c)
-                    results.append({"round": rnd, "system": name, "concurrency": c, **res})
-                    print(f"round {rnd} {name} c={c}: {res['tokens_per_s']} tok/s p95 {res['p95_ms']} ms {res['statuses']}",
-                          file=sys.stderr)
+                for name in order:
+                    url = servers[name][0]
+                    res = run_load(url, theirs if name == "llama_cpp.server" else ours, c, stream=True)
+                    results.append({"round": rnd, "system": name, "concurrency": c, "load": os.getloadavg()[0], **res})
+                    print(f"round {rnd} {name} c={c}: {res['tokens_per_s']} tok/s p50 {res['p50_ms']} p95 {res['p95_ms']} "
+                          f"ttft {res['ttft_p50_ms']} ms {res['statuses']}", file=sys.stderr)
         llm.close()
     finally:
-        for proc in (ours, theirs):
+        for _, proc, _ in servers.values():
             proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    report(results, levels, args)
+    if not args.no_probe:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from probe_batch import probe
+
+        probe_res = probe(path, args.threads, sorted({1, *args.level_list}), steps=64, runs=2)
+        print(f"probe: {probe_res['tps']}", file=sys.stderr)
+    report(results, probe_res, args, path)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"results": results, "probe": probe_res}, indent=1) + "\n")
 
 
-def report(results: list[dict], levels: list[int], args) -> None:
-    def agg(system: str, c: int | None = None) -> dict:
-        rows = [r for r in results if r["system"] == system and (c is None or r["concurrency"] == c)]
+def report(results: list[dict], probe_res: dict | None, args, path: str) -> None:
+
+    def agg(system: str, c: int) -> dict | None:
+        rows = [r for r in results if r["system"] == system and r["concurrency"] == c]
+        if not rows:
+            return None
         tokens = sum(r["tokens"] for r in rows)
         wall = sum(r["wall_s"] for r in rows)
-        return {"tps": tokens / wall, "p95": statistics.median(r["p95_ms"] for r in rows),
+        med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+        return {"tps": tokens / wall, "p50": med("p50_ms"), "p95": med("p95_ms"), "ttft": med("ttft_p50_ms"),
                 "errors": sum(n for r in rows for s, n in r["statuses"].items() if int(s) != 200)}
 
-    direct = agg("direct")
-    print(f"\nmodel {args.model}, {args.threads} llama.cpp decoding thread(s), {args.batch_threads} for prompts, "
-          f"{args.requests} requests x {args.max_tokens} max tokens "
-          f"per system and level, {args.rounds} rounds{', one repeated prompt' if args.same_prompt else ''}; "
-          f"tokens/s pooled over rounds, p95 = median of rounds\n")
-    print("| concurrency | system | tokens/s | p95 latency ms | non-200 | vs direct | vs llama_cpp.server |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| 1 (sequential) | direct llama-cpp-python | {direct['tps']:.1f} | {direct['p95']:.0f} | 0 | 1.00x | |")
-    for c in levels:
+    loads = [r["load"] for r in results]
+    direct = agg("direct", 1)
+
+    print(f"\n{Path(path).name}, {args.threads} llama.cpp threads (prompts: {args.batch_threads}), {args.requests} "
+          f"streamed /v1/completions x {args.max_tokens} max tokens per system and level, greedy, {args.rounds} round(s); "
+          f"load average {min(loads):.1f}-{max(loads):.1f}\n")
+    print("| clients | system | tokens/s | p50 latency ms | p95 latency ms | TTFT p50 ms | non-200 | vs direct | vs own 1-client | vs llama_cpp.server | vs probe B=N |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| 1 | direct llama-cpp-python | {direct['tps']:.1f} | {direct['p50']:.0f} | {direct['p95']:.0f} | "
+          f"{direct['ttft']:.0f} | 0 | 1.00x | | | |")
+    for c in args.level_list:
         theirs = agg("llama_cpp.server", c)
-        ours = agg("llmtools", c)
-        print(f"| {c} | llama_cpp.server | {theirs['tps']:.1f} | {theirs['p95']:.0f} | {theirs['errors']} | "
-              f"{theirs['tps'] / direct['tps']:.2f}x | 1.00x |")
-        print(f"| {c} | llmtools serve | {ours['tps']:.1f} | {ours['p95']:.0f} | {ours['errors']} | "
-              f"{ours['tps'] / direct['tps']:.2f}x | {ours['tps'] / theirs['tps']:.2f}x |")
+        for name in SYSTEMS:
+            row = agg(name, c)
+            if row is None:
+                continue
+            own = agg(name, args.level_list[0])
+            vs_theirs = f"{row['tps'] / theirs['tps']:.2f}x" if theirs else ""
+            vs_probe = ""
+            if probe_res and name == "llmtools --parallel":
+                vs_probe = f"{row['tps'] / statistics.median(probe_res['tps'][c]):.2f}x"
+            print(f"| {c} | {name} | {row['tps']:.1f} | {row['p50']:.0f} | {row['p95']:.0f} | {row['ttft']:.0f} | "
+                  f"{row['errors']} | {row['tps'] / direct['tps']:.2f}x | {row['tps'] / own['tps']:.2f}x | {vs_theirs} | {vs_probe} |")
+    if probe_res:
+        base = statistics.median(probe_res["tps"][1])
+        print("\nprobe (low-level llama_decode, B sequences per step, greedy, 64 steps; median of runs):\n")
+        print("| B | tokens/s | x vs B=1 | seq 0 logits bit-identical to alone |")
+        print("|---:|---:|---:|---|")
+        for b, values in sorted(probe_res["tps"].items()):
+            print(f"| {b} | {statistics.median(values):.1f} | {statistics.median(values) / base:.2f}x | "
+                  f"{probe_res['identical'][b]} |")
+
 
 
 if __name__ == "__main__":

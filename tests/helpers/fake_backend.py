@@ -189,3 +189,94 @@ def running_server(loader, wait_loaded: bool = True, **cfg):
         thread.join(20)
         load_thread.join(5)
         state.close()
+
+
+class FakeBatcher:
+    """ContinuousBatcher's interface over FakeBackend's echo: every active sequence gets one word
+    per step (a step takes `delay`), up to `parallel` at once; records each step's batch size."""
+
+    def __init__(self, backend: FakeBackend, parallel: int = 8, on_step=None, name: str = "fake-batch", delay: float = 0.0):
+        self.backend = backend
+        self.parallel = parallel
+        self.on_step = on_step
+        self.delay = delay or backend.delay
+        self.sizes: list[int] = []
+        self._waiting: list = []
+        self._active: list = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self.closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    def submit(self, req) -> None:
+        from llmtools.errors import LLMToolsError
+
+        with self._cv:
+            if self._closing:
+                raise LLMToolsError("the batcher is closing")
+            self._waiting.append(req)
+            self._cv.notify()
+
+    def close(self, drain: bool = True, wait: bool = True, timeout=None) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        if wait:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        from llmtools.models.llama_batching import Cancelled
+
+        while True:
+            with self._cv:
+                while not self._waiting and not self._active and not self._closing:
+                    self._cv.wait()
+                if self._closing and not self._waiting and not self._active:
+                    self.closed = True
+                    return
+                while self._waiting and len(self._active) < self.parallel:
+                    req = self._waiting.pop(0)
+                    prompt = req.prompt() if callable(req.prompt) else req.prompt
+                    words = self.backend._words(prompt)[: req.params.max_tokens]
+                    self._active.append([req, words, 0, len(prompt.split())])
+            if self.delay:
+                time.sleep(self.delay)
+            self.sizes.append(len(self._active))
+            if self.on_step:
+                self.on_step(len(self._active), len(self._active))
+            for entry in list(self._active):
+                req, words, i, n_prompt = entry
+                if req.cancelled():
+                    self._active.remove(entry)
+                    req.on_done(Cancelled("gone"))
+                    continue
+                if i < len(words):
+                    if req.on_text is not None:
+                        req.on_text(words[i] if i == 0 else " " + words[i])
+                    entry[2] += 1
+                if entry[2] >= len(words):
+                    self._active.remove(entry)
+                    finish = "length" if len(words) == req.params.max_tokens else "stop"
+                    req.on_done(Completion(" ".join(words), n_prompt, len(words), finish))
+
+
+class ContinuousFake(FakeBackend):
+    """A FakeBackend that the server drives through continuous batching (`batcher()`)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.batchers: list[FakeBatcher] = []
+
+    def batcher(self, parallel: int = 8, on_step=None, name: str = "fake-batch", **_kw) -> FakeBatcher:
+        b = FakeBatcher(self, parallel=parallel, on_step=on_step, name=name)
+        self.batchers.append(b)
+        return b

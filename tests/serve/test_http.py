@@ -59,8 +59,8 @@ def test_chat_completion_shape_usage_and_request_id():
         assert body["id"] == "chatcmpl-abc123"
         assert body["model"] == "fake-a"
         choice = body["choices"][0]
-        assert choice["message"]["role"] == "assistant"
-        assert choice["message"]["content"] == "fake-a user: hello there assistant:"
+        # `refusal: null` too: OpenAI's schema requires the key, and strict clients validate it
+        assert choice["message"] == {"role": "assistant", "content": "fake-a user: hello there assistant:", "refusal": None}
         assert choice["finish_reason"] == "stop"
         assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
         assert body["system_fingerprint"] == state.manager.active.identity.short

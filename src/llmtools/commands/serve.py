@@ -88,16 +88,23 @@ def _prompting(template_path, examples_path, shots, shots_seed, variant, extract
               help="Largest request body (bytes, or 512k, 1M); bigger ones get 413.")
 @click.option("--max-tokens-cap", type=click.IntRange(1), default=2048, show_default=True,
               help="Largest max_tokens a request may ask for; above it the request gets 400.")
-@click.option("--max-concurrency", type=click.IntRange(1, 1024), default=4, show_default=True,
-              help="Requests admitted to run at once. A llama.cpp model runs one at a time (it is not thread-safe); "
-                   "a torch model batches up to --micro-batch of them; an http backend uses this many threads.")
+@click.option("--max-concurrency", type=click.IntRange(1, 1024), default=None,
+              help="Requests admitted to run at once. A llama.cpp model decodes up to --parallel sequences of them "
+                   "together; a torch model batches up to --micro-batch of them; an http backend uses this many "
+                   "threads.  [default: --parallel, or 4 with --parallel 0]")
+@click.option("--parallel", type=click.IntRange(0, 256), default=8, show_default=True,
+              help="llama.cpp: KV slots for continuous batching. Up to N sequences are decoded together, one "
+                   "llama_decode per step; a new request joins at the next step, its prompt evaluated in chunks "
+                   "so that it does not stall the others. Each slot gets the full --n-ctx (the KV cache holds "
+                   "N x n_ctx tokens). 0: one request at a time on one context, as before.")
 @click.option("--max-queue", type=click.IntRange(0), default=64, show_default=True,
               help="Requests that may wait beyond --max-concurrency; past that, 429 with Retry-After.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
               help="Seconds a request may take, queue wait included (504 after); also the drain limit on SIGTERM.")
 @click.option("--micro-batch", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="For a backend that batches (torch): merge up to N waiting requests with equal options into one "
-                   "generate_batch call. 1 turns it off.")
+              help="torch: merge up to N waiting non-streamed requests with equal options into one generate_batch "
+                   "call, which runs them to the end together (a request arriving meanwhile waits for the whole "
+                   "batch; llama.cpp's --parallel lets it join at the next token instead). 1 turns it off.")
 @click.option("--log", "log_path", metavar="FILE", help="Append one JSONL record per request (the input of `llmtools watch`).")
 @click.option("--log-content", is_flag=True, help="Also log prompt and response text (off by default: they may be private).")
 @click.option("--model-name", metavar="NAME", help="The model id clients send and /v1/models shows (default: the first model's name). "
@@ -115,7 +122,7 @@ def _prompting(template_path, examples_path, shots, shots_seed, variant, extract
 @click.option("--n-ctx", type=click.IntRange(16), default=None, help="Context length (default: the backend's choice).")
 def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, template_path, examples_path, shots,
         shots_seed, variant, extract, raw_field, manifest_path, max_tokens, temperature, top_p, top_k, seed,
-        stop, host, port, api_keys, admin_keys, max_body, max_tokens_cap, max_concurrency, max_queue, timeout, micro_batch,
+        stop, host, port, api_keys, admin_keys, max_body, max_tokens_cap, max_concurrency, parallel, max_queue, timeout, micro_batch,
         log_path, log_content, model_name, model_file, keep_previous, threads, batch_threads, n_ctx):
     """Serve a model over an OpenAI-compatible API, or in batch.
 
@@ -128,7 +135,9 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, t
     127.0.0.1 unless --host says otherwise. With --api-key (or $LLMTOOLS_API_KEY) every endpoint
     but /health needs `Authorization: Bearer KEY`. Requests past --max-concurrency running plus
     --max-queue waiting get 429 at once; bodies over --max-body get 413; requests past --timeout
-    get 504. Errors use OpenAI's error object.
+    get 504. Errors use OpenAI's error object. A llama.cpp model decodes up to --parallel
+    requests together, one token of each per step (continuous batching): a new request joins at
+    the next step, and a seeded request gives the same text alone or among others.
 
     Blue/green: SIGHUP, or POST /admin/models/load {"model": REF} (needs an admin or API key),
     loads a model beside the active one; it takes traffic only after a health check (a short
@@ -204,8 +213,8 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, t
         model_ref=model.ref, model_file=model_file, served_name=model_name, host=host, port=port,
         api_keys=tuple(api_keys) or _split_env("LLMTOOLS_API_KEY"),
         admin_keys=tuple(admin_keys) or _split_env("LLMTOOLS_ADMIN_KEY"),
-        max_body=ops.parse_size(max_body), max_concurrency=max_concurrency, max_queue=max_queue, timeout=timeout,
-        micro_batch=micro_batch,
+        max_body=ops.parse_size(max_body), max_queue=max_queue, timeout=timeout, micro_batch=micro_batch,
+        max_concurrency=max_concurrency or (parallel or 4), parallel=parallel,
         defaults=ops.Defaults(max_tokens=max_tokens, max_tokens_cap=max_tokens_cap, temperature=temperature, top_p=top_p,
                               top_k=top_k, seed=seed, stop=tuple(stop)),
         keep=keep, log_path=log_path, log_content=log_content, quiet=io.quiet,

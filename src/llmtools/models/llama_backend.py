@@ -315,6 +315,14 @@ class LlamaBackend(Backend):
             generated = self.llm.n_tokens - n_prompt + (0 if finish == "stop" and not scanner.stopped else 1)
         yield Chunk("", finish, n_prompt, max(generated, 0))
 
+    # -- continuous batching (serve --parallel)
+    def batcher(self, parallel: int = 8, **kw: Any) -> Any:
+        """A ContinuousBatcher over this model: `parallel` sequences decoded together (its own
+        context; the weights are shared). Close it before closing this backend."""
+        from llmtools.models.llama_batching import ContinuousBatcher
+
+        return ContinuousBatcher(self, parallel=parallel, **kw)
+
     # -- scoring
     def _scoring_model(self) -> Any:
         if self._scorer is None:

@@ -40,6 +40,7 @@ from llmtools.ops.serve.protocol import (
     refuse_unsupported,
     usage_chunk,
 )
+from llmtools.ops.serve.continuous import BatchingRunner, supports_continuous_batching
 from llmtools.ops.serve.runner import Job, Limiter, SlotRunner
 from llmtools.ops.serve.config import ServeConfig
 from llmtools.ops.serve.slots import LoadBusy, LoadFailed, ModelManager, ModelSlot, NothingToRollBack
@@ -63,8 +64,13 @@ class ServeState:
         self.fatal: BaseException | None = None
         self.served_name = config.served_name
 
-    def _make_runner(self, backend: Backend, version: int) -> SlotRunner:
-        return SlotRunner(backend, max_batch=self.config.micro_batch, workers=self.config.max_concurrency, name=f"v{version}",
+    def _make_runner(self, backend: Backend, version: int) -> SlotRunner | BatchingRunner:
+        cfg = self.config
+        if cfg.parallel > 0 and supports_continuous_batching(backend):
+            # each version gets its own batcher (and context); a replaced one drains on close
+            return BatchingRunner(backend, parallel=cfg.parallel, max_running=cfg.max_concurrency, name=f"v{version}",
+                                  on_step=self.metrics.observe_step)
+        return SlotRunner(backend, max_batch=cfg.micro_batch, workers=cfg.max_concurrency, name=f"v{version}",
                           on_batch=lambda n: self.metrics.batch_size.observe(n))
 
     def _queue_depth(self) -> float:

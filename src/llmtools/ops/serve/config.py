@@ -25,6 +25,7 @@ class ServeConfig:
     max_queue: int = 64
     timeout: float = 120.0
     micro_batch: int = 8
+    parallel: int = 8  # llama.cpp: sequences decoded together (continuous batching); 0 = one request at a time
     defaults: Defaults = field(default_factory=lambda: Defaults(max_tokens=256, max_tokens_cap=2048))
     keep: KeepPolicy = field(default_factory=KeepPolicy)
     log_path: str | None = None

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Callable
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Metrics:
@@ -34,13 +34,16 @@ class Metrics:
         self.prompt_tokens = Counter("llmtools_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         self.completion_tokens = Counter("llmtools_completion_tokens", "Completion tokens generated.", ["model"], registry=r)
         self.rejected = Counter("llmtools_requests_rejected", "Requests refused before running, by reason.", ["reason"], registry=r)
-        self.batch_size = Histogram(
-            "llmtools_batch_size", "Prompts per model call (micro-batching joins concurrent requests).",
-            buckets=BATCH_BUCKETS, registry=r,
-        )
         self.swaps = Counter("llmtools_model_swaps", "Model version changes, by kind (load, rollback).", ["kind"], registry=r)
         self.model_info = Gauge(
             "llmtools_model_info", "Loaded model versions (1 = active, 0 = standby).", ["name", "sha256", "version"], registry=r
+        )
+        self.batch_size = Histogram(
+            "llmtools_batch_size",
+            "Sequences per model step: per continuous-batching step (llama.cpp --parallel: decoding sequences plus "
+            "those whose prompt chunk ran in it), or prompts per micro-batched model call (torch --micro-batch).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         queue = Gauge("llmtools_queue_depth", "Admitted requests waiting for a worker.", registry=r)
         queue.set_function(queue_depth)
@@ -60,6 +63,9 @@ class Metrics:
                 self.prompt_tokens.labels(model).inc(prompt_tokens)
             if completion_tokens:
                 self.completion_tokens.labels(model).inc(completion_tokens)
+
+    def observe_step(self, sequences: int, tokens: int) -> None:
+        self.batch_size.observe(sequences)
 
     def set_models(self, slots) -> None:
         self.model_info.clear()

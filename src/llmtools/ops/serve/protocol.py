@@ -220,7 +220,9 @@ def chat_response(rid: str, model: str, fingerprint: str | None, text: str, fini
         "model": model,
         "system_fingerprint": fingerprint,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": finish}
+            # `refusal` is required (nullable) in OpenAI's published schema; strict clients reject its absence
+            {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None,
+             "finish_reason": finish}
         ],
         "usage": usage(pt, ct),
     }

@@ -1,0 +1,428 @@
+"""Continuous batching for the llama.cpp backend: every active sequence advances in one
+`llama_decode` per step.
+
+A `ContinuousBatcher` owns a llama.cpp context of its own on the backend's model (the weights
+are shared, not loaded twice) with `parallel` sequence slots, and one thread that runs steps:
+
+- **join**: a request waits for a free slot and joins at the next step. Its prompt is evaluated
+  in chunks of at most `chunk` tokens; the chunks of all prompts in one step add up to at most
+  `chunk` tokens (at least one chunk is always taken), so a long prompt delays the other
+  sequences' next token by at most one chunk's time.
+- **decode**: every sequence that has a token to evaluate adds that one token to one batch; one
+  `llama_decode` evaluates them all, and each sequence samples from its own logits row.
+- **leave**: a sequence that ends (end-of-generation token, a stop sequence, `max_tokens`, a full
+  context) or whose caller gave up (`cancelled()` is checked before every step) leaves at once and
+  its KV cells are freed (`llama_memory_seq_rm`), so the slot takes the next request.
+
+Each sequence has its own sampler chain (top_k, top_p, temperature, seed: the chain
+llama-cpp-python's `create_completion` builds, with min_p and repeat_penalty off), its own stop
+scanner and its own `max_tokens`.
+
+**Context.** Each slot is its own KV stream (`kv_unified=False`) of `n_ctx` cells, so every
+request gets the full `n_ctx` whatever the others hold; the cache takes `parallel * n_ctx` cells
+(for smollm2, ~23 KB per cell: 8 x 2048 cells = ~380 MB, allocated when the batcher starts).
+
+**The same text alone or among others.** A sequence's rows go through the same kernels whoever
+shares the step: each prompt chunk is evaluated in a `llama_decode` call of its own, at chunk
+boundaries fixed by the prompt alone, and with one KV stream per slot a sequence's attention
+only ever reads its own cells, at the same indices. The decode step puts several sequences' rows
+in one matrix product; whether llama.cpp's CPU kernels give each row the same bits at any batch
+size depends on the weight type. For the default model (Q4_1 weights, Q8_0 output) they do:
+`benchmarks/serve/probe_batch.py` finds sequence 0's logits bit-identical at B = 1, 2, 3, 4 and 8,
+and the tests check 8 seeded requests alone and together. Flash attention follows the backend's
+own context (off in llama_cpp.Llama), so greedy text equals the one-at-a-time path too.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from llmtools.errors import LLMToolsError
+from llmtools.models.base import Chunk, Completion, GenerationParams
+
+DEFAULT_CHUNK = 256
+
+
+class Cancelled(Exception):
+    """The caller gave up on the request (`cancelled()` became true); its slot was freed."""
+
+
+@dataclass
+class SeqRequest:
+    """One sequence to generate. The callbacks run on the batcher's thread: keep them short."""
+
+    prompt: str | Callable[[], str]  # a callable is rendered on the batcher's thread (chat templates)
+    params: GenerationParams
+    on_text: Callable[[str], None] | None = None
+    on_done: Callable[[Any], None] | None = None  # a Completion, or the exception that ended it
+    cancelled: Callable[[], bool] = lambda: False
+    t_submit: float = field(default_factory=time.monotonic)
+    t_first: float | None = None  # when the first token was sampled
+
+
+class _Seq:
+    """A request that holds a slot: its prompt, sampler, position and text so far."""
+
+    def __init__(self, req: SeqRequest, slot: int, ids: list[int], chain: Any, stops):
+        from llmtools.models._text import StopScanner
+
+        self.req = req
+        self.slot = slot
+        self.ids = ids
+        self.n_prompt = len(ids)
+        self.n_evaluated = 0  # prompt tokens whose KV is in the cache
+        self.pos = 0  # the position of the next token to evaluate
+        self.chain = chain
+        self.last: int | None = None  # the sampled token to evaluate next (decoding phase)
+        self.n_generated = 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.scanner = StopScanner(stops)
+        self.parts: list[str] = []
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_evaluated < self.n_prompt
+
+
+class ContinuousBatcher:
+    """Continuous batching over one llama.cpp model (see the module docstring).
+
+    `submit(SeqRequest)` queues a sequence and returns at once; `generate` and `stream` wrap it
+    for a caller that waits. `close()` lets queued and running sequences finish, then frees the
+    context (`close(drain=False)` cancels them instead).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        parallel: int = 8,
+        n_ctx: int | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        on_step: Callable[[int, int], None] | None = None,
+        name: str = "llmtools-batch",
+    ):
+        if parallel < 1:
+            raise ValueError("parallel must be >= 1")
+        self.llama_cpp = lc = backend.llama_cpp
+        self.backend = backend
+        self.parallel = int(parallel)
+        self.chunk = max(1, int(chunk))
+        self.on_step = on_step
+        self._model = backend.llm._model.model
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.n_ctx = int(n_ctx or backend.n_ctx)
+        params = lc.llama_context_default_params()
+        params.n_ctx = self.n_ctx * self.parallel
+        params.n_batch = params.n_ubatch = max(self.chunk, self.parallel)
+        params.n_seq_max = self.parallel
+        params.n_threads = int(backend._kwargs["n_threads"])
+        params.n_threads_batch = int(backend._kwargs["n_threads_batch"])
+        params.kv_unified = False  # one KV stream per slot: see "Context" above
+        # the kernels of the backend's own context (flash attention off in llama_cpp.Llama), so a
+        # greedy request gives the same tokens here as on the one-at-a-time path
+        params.flash_attn_type = backend.llm.context_params.flash_attn_type
+        params.type_k = backend.llm.context_params.type_k
+        params.type_v = backend.llm.context_params.type_v
+        params.no_perf = True
+        from llmtools.models.llama_backend import _quiet_stderr_fd
+
+        with _quiet_stderr_fd():
+            ctx = lc.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise LLMToolsError(f"llama.cpp could not create a context of {self.parallel} x {self.n_ctx} tokens")
+        self._ctx = ctx
+        self._mem = lc.llama_get_memory(ctx)
+        self.n_ctx = int(lc.llama_n_ctx_seq(ctx))  # what each slot really got
+        # llama.cpp caps n_batch at the context size: a chunk must fit in one llama_decode
+        n_batch = int(lc.llama_n_batch(ctx))
+        self.chunk = min(self.chunk, n_batch)
+        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._piece = ctypes.create_string_buffer(256)
+        self._free = list(range(self.parallel))
+        self._active: list[_Seq] = []
+        self._waiting: deque[SeqRequest] = deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self._drain = True
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    # -- the caller's side
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    def submit(self, req: SeqRequest) -> None:
+        with self._cv:
+            if self._closing:
+                raise LLMToolsError("the batcher is closing")
+            self._waiting.append(req)
+            self._cv.notify()
+
+    def generate(self, prompt: str, params: GenerationParams | None = None) -> Completion:
+        done = threading.Event()
+        box: list[Any] = []
+
+        def finish(value: Any) -> None:
+            box.append(value)
+            done.set()
+
+        self.submit(SeqRequest(prompt, params or GenerationParams(), on_done=finish))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def stream(self, prompt: str, params: GenerationParams | None = None) -> Iterator[Chunk]:
+        """Chunks as the sequence produces them; closing the iterator cancels the sequence."""
+        import queue
+
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        gone = threading.Event()
+        self.submit(SeqRequest(prompt, params or GenerationParams(), on_text=lambda t: events.put(("text", t)),
+                               on_done=lambda v: events.put(("done", v)), cancelled=gone.is_set))
+        try:
+            while True:
+                tag, value = events.get()
+                if tag == "text":
+                    yield Chunk(value)
+                elif isinstance(value, BaseException):
+                    raise value
+                else:
+                    yield Chunk("", value.finish_reason, value.prompt_tokens, value.completion_tokens)
+                    return
+        finally:
+            gone.set()
+
+    def close(self, drain: bool = True, wait: bool = True, timeout: float | None = None) -> None:
+        with self._cv:
+            self._closing = True
+            self._drain = self._drain and drain
+            self._cv.notify_all()
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # -- the batcher's thread
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not self._waiting and not self._active and not self._closing:
+                        self._cv.wait()
+                    if not self._drain:
+                        dropped, self._waiting = list(self._waiting), deque()
+                    else:
+                        dropped = []
+                    if self._closing and not self._waiting and not self._active:
+                        return
+                    joining = []
+                    while self._waiting and self._free:
+                        joining.append((self._waiting.popleft(), self._free.pop(0)))
+                for req in dropped:
+                    _call(req.on_done, Cancelled("the server is shutting down"))
+                for req, slot in joining:
+                    self._join(req, slot)
+                if not self._drain:
+                    for seq in list(self._active):
+                        self._leave(seq, Cancelled("the server is shutting down"))
+                    continue
+                try:
+                    self._step()
+                except Exception as exc:  # noqa: BLE001 - fail what ran, keep serving the rest
+                    for seq in list(self._active):
+                        self._leave(seq, exc)
+        finally:
+            self._release()
+
+    def _join(self, req: SeqRequest, slot: int) -> None:
+        try:
+            params = req.params
+            prompt = req.prompt() if callable(req.prompt) else req.prompt
+            ids = list(self.backend.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+            if params.max_tokens == 0 or not ids:
+                _call(req.on_done, Completion("", len(ids), 0, "length"))
+                self._give_back(slot)
+                return
+            if len(ids) >= self.n_ctx:
+                raise LLMToolsError(
+                    f"prompt has {len(ids)} tokens, which fills the context of {self.n_ctx}; "
+                    "shorten it or load the model with a larger n_ctx"
+                )
+            chain = self._sampler(params)
+        except Exception as exc:  # noqa: BLE001 - the request fails, the batcher goes on
+            self._give_back(slot)
+            _call(req.on_done, exc)
+            return
+        self._active.append(_Seq(req, slot, ids, chain, params.stop))
+
+    def _sampler(self, params: GenerationParams) -> Any:
+        lc = self.llama_cpp
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        temperature = max(float(params.temperature), 0.0)
+        if temperature == 0.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            return chain
+        seed = params.seed if params.seed is not None else self.backend.default_seed
+        seed = lc.LLAMA_DEFAULT_SEED if seed is None else int(seed) & 0xFFFFFFFF
+        # llama-cpp-python's create_completion chain, in its order; typical_p 1 and min_p 0 are
+        # no-ops there too, kept so that a seed draws the same tokens as on the one-at-a-time path
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(int(params.top_k or 0)))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_typical(1.0, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(float(params.top_p), 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(0.0, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+        return chain
+
+    def _step(self) -> None:
+        for seq in [s for s in self._active if s.req.cancelled()]:
+            self._leave(seq, Cancelled("the client went away"))
+        decoding = [s for s in self._active if not s.prefilling]
+        prefilling = [s for s in self._active if s.prefilling]
+        n_tokens = 0
+        if decoding:
+            n_tokens += self._decode_step(decoding)
+        budget = self.chunk
+        n_prefill = 0
+        for seq in prefilling:
+            size = self._next_chunk(seq)
+            if size > budget and n_prefill:
+                break
+            self._prefill(seq, size)
+            budget -= size
+            n_tokens += size
+            n_prefill += 1
+        self.steps += 1
+        if self.on_step is not None and (decoding or n_prefill):
+            self.on_step(len(decoding) + n_prefill, n_tokens)
+
+    def _next_chunk(self, seq: _Seq) -> int:
+        # chunk boundaries depend on the prompt alone, not on what else runs this step
+        return min(self.chunk - seq.n_evaluated % self.chunk, seq.n_prompt - seq.n_evaluated)
+
+    def _fill(self, i: int, token: int, pos: int, slot: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = slot
+        b.logits[i] = 1 if logits else 0
+
+    def _decode(self, n: int, seqs: list[_Seq]) -> bool:
+        self._batch.n_tokens = n
+        rc = self.llama_cpp.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            err = LLMToolsError(f"llama.cpp: llama_decode failed (code {rc}) for a batch of {n} tokens")
+            for seq in seqs:
+                self._leave(seq, err)
+            return False
+        return True
+
+    def _decode_step(self, seqs: list[_Seq]) -> int:
+        for i, seq in enumerate(seqs):
+            self._fill(i, seq.last, seq.pos, seq.slot, True)
+        if not self._decode(len(seqs), seqs):
+            return 0
+        for i, seq in enumerate(seqs):
+            seq.pos += 1
+            self._take(seq, self.llama_cpp.llama_sampler_sample(seq.chain, self._ctx, i))
+        return len(seqs)
+
+    def _prefill(self, seq: _Seq, size: int) -> None:
+        start = seq.n_evaluated
+        last = start + size == seq.n_prompt
+        for i in range(size):
+            self._fill(i, seq.ids[start + i], start + i, seq.slot, last and i == size - 1)
+        if not self._decode(size, [seq]):
+            return
+        seq.n_evaluated += size
+        seq.pos = seq.n_evaluated
+        if last:
+            self._take(seq, self.llama_cpp.llama_sampler_sample(seq.chain, self._ctx, size - 1))
+
+    def _take(self, seq: _Seq, token: int) -> None:
+        """A sampled token: end the sequence, or emit its text and queue it for evaluation."""
+        lc = self.llama_cpp
+        if seq.req.t_first is None:
+            seq.req.t_first = time.monotonic()
+        if lc.llama_vocab_is_eog(self._vocab, token):
+            self._finish(seq, "stop")
+            return
+        seq.n_generated += 1
+        n = lc.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        piece = seq.decoder.decode(self._piece.raw[: max(n, 0)])
+        self._emit(seq, seq.scanner.feed(piece))
+        if seq.scanner.stopped:
+            self._finish(seq, "stop")
+        elif seq.n_generated >= seq.req.params.max_tokens or seq.pos >= self.n_ctx:
+            self._finish(seq, "length")
+        else:
+            seq.last = token
+
+    def _emit(self, seq: _Seq, text: str) -> None:
+        if text:
+            seq.parts.append(text)
+            _call(seq.req.on_text, text)
+
+    def _finish(self, seq: _Seq, reason: str) -> None:
+        if not seq.scanner.stopped:
+            self._emit(seq, seq.scanner.feed(seq.decoder.decode(b"", final=True)))
+            self._emit(seq, seq.scanner.flush())
+            if seq.scanner.stopped:
+                reason = "stop"
+        self._leave(seq, Completion("".join(seq.parts), seq.n_prompt, seq.n_generated, reason))
+
+    def _leave(self, seq: _Seq, outcome: Any) -> None:
+        lc = self.llama_cpp
+        if seq in self._active:
+            self._active.remove(seq)
+        lc.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        if seq.chain is not None:
+            lc.llama_sampler_free(seq.chain)
+            seq.chain = None
+        self._give_back(seq.slot)
+        _call(seq.req.on_done, outcome)
+
+    def _give_back(self, slot: int) -> None:
+        with self._cv:
+            self._free.append(slot)
+            self._free.sort()
+
+    def _release(self) -> None:
+        lc = self.llama_cpp
+        failure = LLMToolsError("the batcher stopped")
+        for seq in list(self._active):
+            self._leave(seq, failure)
+        with self._cv:
+            dropped, self._waiting = list(self._waiting), deque()
+            self._closing = True
+        for req in dropped:
+            _call(req.on_done, failure)
+        if self._ctx is not None:
+            lc.llama_batch_free(self._batch)
+            lc.llama_free(self._ctx)
+            self._ctx = None
+
+
+def _call(callback: Callable[[Any], None] | None, value: Any) -> None:
+    if callback is None:
+        return
+    try:
+        callback(value)
+    except Exception as exc:  # noqa: BLE001 - a caller's callback must not stop every sequence
+        os.write(2, f"llmtools: batcher callback failed: {exc!r}\n".encode())
