@@ -157,10 +157,16 @@ class SignTask:
 # --------------------------------------------------------------------------- stage 2: pairs
 
 
+SMALL_BUCKET = 32  # a band bucket this small gives every pair, as the local index checks them all
+
+
 def candidate_pairs(bucket: tuple[Any, Iterable[int]]) -> list[tuple[int, int]]:
-    """(later, earlier) pairs of one band bucket: each member with the first and with the one
-    before it (a bucket of k members gives at most 2k pairs, not k^2)."""
+    """(later, earlier) pairs of one band bucket: every pair of a small bucket (what the local
+    index would check); in a larger one each member with the first and with the one before it
+    (at most 2k pairs, not k^2)."""
     members = sorted(set(bucket[1]))
+    if len(members) <= SMALL_BUCKET:
+        return [(members[i], members[j]) for i in range(1, len(members)) for j in range(i)]
     out = []
     for i in range(1, len(members)):
         out.append((members[i], members[0]))
@@ -201,6 +207,28 @@ def _small_star(group: tuple[int, Iterable[int]]) -> list[tuple[int, int]]:
     nodes = set(neighbours) | {node}
     low = min(nodes)
     return [(v, low) for v in nodes if v != low]
+
+
+def greedy_component(component: tuple[int, Iterable[tuple[int, int, float]]]) -> list[tuple[int, tuple[int, float]]]:
+    """(dup, (kept, similarity)) for one component, decided as the local command decides: in
+    input order, a record is a duplicate of the most similar record already kept that it
+    matches (a verified edge), and is kept itself when it matches none. So a chain A~B~C whose
+    ends are below the threshold keeps C."""
+    root, edges = component
+    best: dict[int, dict[int, float]] = {}
+    for x, y, sim in edges:
+        best.setdefault(max(x, y), {})[min(x, y)] = sim
+    nodes = sorted({root, *best, *(e for adj in best.values() for e in adj)})
+    kept: set[int] = set()
+    out = []
+    for node in nodes:
+        matches = [(sim, -k) for k, sim in best.get(node, {}).items() if k in kept]
+        if matches:
+            sim, neg = max(matches)
+            out.append((node, (-neg, sim)))
+        else:
+            kept.add(node)
+    return out
 
 
 def driver_components(pairs: list[tuple[int, int]]) -> dict[int, int]:
@@ -450,7 +478,6 @@ def _decide(items: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
             labels, rounds = sc.parallelize(sorted(roots.items()), shuffle), 0
         else:
             labels, rounds = connected_components(edges.map(lambda e: (e[0], e[1])), shuffle)
-        best_sim = edges.flatMap(lambda e: [(e[0], e[2]), (e[1], e[2])]).reduceByKey(max, shuffle)
         if longest:
             lengths = recs.map(lambda t: (t[1], t[3]))
             members = labels.flatMap(lambda kv: [kv, (kv[1], kv[1])]).distinct(shuffle)  # (node, root), roots too
@@ -460,7 +487,17 @@ def _decide(items: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
                 .map(lambda kv: (kv[1][0][0], kv[1][1][0]))  # (dup, survivor)
         else:
             assigned = labels  # (dup, root = earliest)
-        pairs = assigned.join(best_sim, shuffle).map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (kept, (dup, sim))
+        if longest:
+            # A duplicate must match its survivor itself (locally dup_of is always a kept
+            # record); the similarity reported is the one to the survivor.
+            direct = assigned.join(sigs, shuffle).map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (survivor, (dup, sig))
+            checked = direct.join(sigs, shuffle).flatMap(similarity(opts.threshold, opts.verify))  # (dup, survivor, sim)
+            pairs = checked.map(lambda e: (e[1], (e[0], e[2])))  # (kept, (dup, sim))
+        else:
+            # Within each component, the local command's greedy decision over the verified edges.
+            by_root = edges.map(lambda e: (e[0], e)).join(assigned, shuffle).map(lambda kv: (kv[1][1], kv[1][0]))
+            pairs = by_root.groupByKey(shuffle).flatMap(greedy_component) \
+                .map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (kept, (dup, sim))
     if opts.id_field:
         ids = _only(recs, pairs.keys().distinct(shuffle)).map(lambda t: (t[1], t[6]))
         decisions = pairs.join(ids, shuffle).map(lambda kv: (kv[1][0][0], (kv[0], kv[1][1], kv[1][0][1])))
