@@ -108,7 +108,7 @@ def run_load(url: str, bodies: list[dict], concurrency: int, stream: bool = Fals
         if not stream:
             r = c.post(url + "/v1/completions", json=body)
             return r.status_code, (r.json()["usage"]["completion_tokens"] if r.status_code == 200 else 0), None
-        first, n = None, 0
+        first, n, pieces = None, 0, 0
         t0 = time.perf_counter()
         with c.stream("POST", url + "/v1/completions", json={**body, "stream": True,
                                                                "stream_options": {"include_usage": True}}) as r:
@@ -119,11 +119,14 @@ def run_load(url: str, bodies: list[dict], concurrency: int, stream: bool = Fals
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 event = json.loads(line[6:])
-                if first is None and event.get("choices") and event["choices"][0].get("text"):
-                    first = time.perf_counter() - t0
+                if event.get("choices") and event["choices"][0].get("text"):
+                    pieces += 1
+                    if first is None:
+                        first = time.perf_counter() - t0
                 if event.get("usage"):
                     n = event["usage"]["completion_tokens"]
-        return r.status_code, n, first
+        # llama_cpp.server ignores stream_options.include_usage: count its chunks (one per token)
+        return r.status_code, n or pieces, first
 
     def client() -> None:
         with httpx.Client(timeout=600) as c:
