@@ -327,12 +327,13 @@ def report(results: list[dict], probe_res: dict | None, args, path: str) -> None
             if row is None:
                 continue
             own = agg(name, args.level_list[0])
-            vs_theirs = f"{row['tps'] / theirs['tps']:.2f}x" if theirs else ""
+            vs_theirs = f"{row['tps'] / theirs['tps']:.2f}x" if theirs and theirs["tps"] else ""
             vs_probe = ""
             if probe_res and name == "llmtools --parallel":
                 vs_probe = f"{row['tps'] / statistics.median(probe_res['tps'][c]):.2f}x"
             print(f"| {c} | {name} | {row['tps']:.1f} | {row['p50']:.0f} | {row['p95']:.0f} | {row['ttft']:.0f} | "
-                  f"{row['errors']} | {row['tps'] / direct['tps']:.2f}x | {row['tps'] / own['tps']:.2f}x | {vs_theirs} | {vs_probe} |")
+                  f"{row['errors']} | {row['tps'] / direct['tps']:.2f}x | "
+                  f"{row['tps'] / own['tps'] if own['tps'] else float('nan'):.2f}x | {vs_theirs} | {vs_probe} |")
     if probe_res:
         base = statistics.median(probe_res["tps"][1])
         print("\nprobe (low-level llama_decode, B sequences per step, greedy, 64 steps; median of runs):\n")
