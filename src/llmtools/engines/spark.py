@@ -16,6 +16,7 @@ folder. pyspark is imported only here, and only when a command runs with `--engi
 
 from __future__ import annotations
 
+import contextlib
 import glob as globbing
 import os
 import re
@@ -275,6 +276,20 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:500] if lines else exc.__class__.__name__
 
 
+@contextlib.contextmanager
+def spark_errors() -> Iterator[None]:
+    """Inside: a failed Spark job (a Py4J or pyspark error) is raised as the llmtools error it
+    stands for; llmtools' own errors and other exceptions pass unchanged."""
+    try:
+        yield
+    except LLMToolsError:
+        raise
+    except Exception as exc:
+        if exc.__class__.__name__ in ("Py4JJavaError", "PythonException") or "pyspark" in type(exc).__module__:
+            raise spark_failure(exc) from None
+        raise
+
+
 def spark_failure(exc: BaseException) -> LLMToolsError:
     """A failed Spark job as an llmtools error: the executor's llmtools error when it was one."""
     text = str(exc)
@@ -471,7 +486,7 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
 
             tagged.persist(StorageLevel.MEMORY_AND_DISK)  # two outputs from one pass
         try:
-            try:
+            with spark_errors():
                 run.save(tagged.filter(lambda t: t[0] == 0).map(lambda t: t[1]), out_uri)
                 _add_counts(job, acc.counts.value)
                 if rej_uri is not None:  # kept even when the run fails: no lost data
@@ -479,12 +494,6 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
                     run.save(tagged.filter(lambda t: t[0] == 1).map(fix_reject(starts)), rej_uri)
                     run.commit(rej_uri, _manifest(run, command, files, params, job, engine, "rejects"))
                 raise_first_failure(acc.fails.value, part_file, acc.lines.value)
-            except LLMToolsError:
-                raise
-            except Exception as exc:
-                if exc.__class__.__name__ in ("Py4JJavaError", "PythonException") or "pyspark" in type(exc).__module__:
-                    raise spark_failure(exc) from None
-                raise
         except BaseException:
             run.remove(out_uri)
             raise

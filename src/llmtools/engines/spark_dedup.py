@@ -40,9 +40,9 @@ from llmtools.engines.spark import (
     first_lines,
     numbered_lines,
     raise_first_failure,
-    spark_failure,
+    spark_errors,
 )
-from llmtools.errors import BadInputError, LLMToolsError, UsageError
+from llmtools.errors import BadInputError, UsageError
 from llmtools.io import Job, dumps, get_field, get_text
 
 MASK = (1 << PART_SHIFT) - 1
@@ -418,7 +418,7 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         else:
             signed = task
         try:
-            try:
+            with spark_errors():
                 items = lines.mapPartitionsWithIndex(signed).persist(StorageLevel.MEMORY_AND_DISK)
                 items.count()
                 raise_first_failure(acc.fails.value, part_file, acc.lines.value)
@@ -426,12 +426,6 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
                 decisions, rounds = _decide(items, opts, shuffle)
                 stats = _finish(spark_run, items, decisions, opts, sources, part_file, starts, len(files) == 1, acc,
                                 out_uri, rej_uri, nparts)
-            except LLMToolsError:
-                raise
-            except Exception as exc:
-                if exc.__class__.__name__ in ("Py4JJavaError", "PythonException") or "pyspark" in type(exc).__module__:
-                    raise spark_failure(exc) from None
-                raise
         except BaseException:
             spark_run.remove(out_uri)
             if rej_uri is not None:
