@@ -5,7 +5,11 @@
 (local paths, hdfs://, s3a://, globs, .gz). An ops function never learns which one runs it:
 it gets an iterator of records, a `reject(record, reason, **detail)` callback and
 `where(record)` ("source:line"), yields the records to keep, and may `return` a summary object (its statistics) that the engine hands back,
-one per partition.
+one per partition. With `numbered=True` it also gets a `Partition`: how many records come
+before its first one in the whole input (so per-record seeds can use the global position) and
+the job's `bad(record, reason)` (--on-error for a record the op finds bad); the Spark engine
+then counts each partition's lines and records in a first, cheap pass, and line numbers are the
+files' own while the function runs.
 
 pyspark is imported only by `engines.spark`, and only when `--engine spark` is chosen.
 """
@@ -50,13 +54,24 @@ class EngineConfig:
             raise UsageError(f"--engine spark writes a folder of part files, not stdout: give {what}")
 
 
-def run_records(engine: EngineConfig, io: Any, job: Any, fn: Callable, command: str, params: dict | None = None) -> list[Any]:
-    """Run the ops function `fn(records, reject, where)` on the chosen engine; returns what it
-    returned, one item per partition (one in all, locally)."""
+class Partition:
+    """What a `numbered` ops function learns of its partition: `first`, the number of records
+    (as the job yields them) before its first one in the whole input, and the job's `bad`."""
+
+    def __init__(self, first: int, bad: Callable[[dict, str], bool]):
+        self.first = first
+        self.bad = bad
+
+
+def run_records(engine: EngineConfig, io: Any, job: Any, fn: Callable, command: str, params: dict | None = None,
+                numbered: bool = False) -> list[Any]:
+    """Run the ops function `fn(records, reject, where)` (with `numbered`, `fn(records, reject,
+    where, partition)`) on the chosen engine; returns what it returned, one item per partition
+    (one in all, locally)."""
     if engine.spark:
         from llmtools.engines import spark
 
-        return spark.run_records(engine, io, job, fn, command, params)
+        return spark.run_records(engine, io, job, fn, command, params, numbered=numbered)
     from llmtools.engines import local
 
-    return local.run_records(job, fn)
+    return local.run_records(job, fn, numbered=numbered)

@@ -10,7 +10,7 @@ from llmtools.io import Job
 PartitionFn = Callable[[Iterator[dict], Callable[..., None], Callable[[dict], str]], Iterator[dict]]
 
 
-def run_records(job: Job, fn: PartitionFn) -> list[Any]:
+def run_records(job: Job, fn: PartitionFn, numbered: bool = False) -> list[Any]:
     """Run `fn(records, reject, where)` over all of the job's records, writing what it yields.
 
     The whole input is one partition: the result is a one-item list holding what `fn` returned
@@ -18,7 +18,12 @@ def run_records(job: Job, fn: PartitionFn) -> list[Any]:
     results: list[Any] = []
 
     def records() -> Iterator[dict]:
-        results.append((yield from fn(job.records(), job.reject, job.where)))
+        if numbered:
+            from llmtools.engines import Partition
+
+            results.append((yield from fn(job.records(), job.reject, job.where, Partition(0, job.bad))))
+        else:
+            results.append((yield from fn(job.records(), job.reject, job.where)))
 
     with job:
         job.write_all(records())

@@ -373,15 +373,53 @@ class Accumulators:
         self.fails = sc.accumulator([], Param(list))
 
 
-def numbered_lines(lines: Iterable[bytes], seen: list[int]) -> Iterator[tuple[int, bytes]]:
-    """(line number in the partition, raw line), skipping blank lines; `seen[0]` counts all
-    the partition's lines."""
+def numbered_lines(lines: Iterable[bytes], seen: list[int], base: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(line number in the partition, plus `base`, raw line), skipping blank lines; `seen[0]`
+    counts all the partition's lines."""
     i = 0
     for i, raw in enumerate(lines, 1):
         if raw and not raw.isspace():
             seen[0] = i
-            yield i, raw
+            yield base + i, raw
     seen[0] = i
+
+
+class CountTask:
+    """The first pass of a `numbered` run: (partition, its lines, the records `Job` yields from
+    them). Under --on-error fail every non-blank line is a record (a bad one ends the run), so
+    nothing is parsed; otherwise the lines are read as the real pass reads them."""
+
+    def __init__(self, sources: list[str], part_file: list[int], job_kw: dict) -> None:
+        self.sources = sources
+        self.part_file = part_file
+        self.job_kw = job_kw
+
+    def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple[int, int, int]]:
+        seen = [0]
+        numbered = numbered_lines(lines, seen)
+        records = 0
+        if self.job_kw.get("on_error") == "fail":
+            records = sum(1 for _ in numbered)
+        else:
+            job = PartitionJob(self.sources[self.part_file[gp]], numbered, False, **dict(self.job_kw, locate=False))
+            try:
+                records = sum(1 for _ in job.records())
+            except BadInputError:  # the real pass reports it
+                pass
+        yield gp, seen[0], records
+
+
+def partition_bases(counts: list[tuple[int, int, int]], part_file: list[int]) -> list[tuple[int, int]]:
+    """(the line number before its first line in its file, the records before it in the whole
+    input) for each partition, from CountTask's counts."""
+    lines = {gp: n for gp, n, _ in counts}
+    records = {gp: n for gp, _, n in counts}
+    starts = first_lines(part_file, lines)
+    out, total = [], 0
+    for gp in range(len(part_file)):
+        out.append((starts[gp], total))
+        total += records.get(gp, 0)
+    return out
 
 
 class RecordTask:
@@ -389,7 +427,8 @@ class RecordTask:
     (1, partition, reject entry) for each reject, in the order they happen."""
 
     def __init__(self, fn: Callable, sources: list[str], part_file: list[int], acc: Accumulators,
-                 collect_rejects: bool, job_kw: dict) -> None:
+                 collect_rejects: bool, job_kw: dict, bases: list[tuple[int, int]] | None = None) -> None:
+        self.bases = bases
         self.fn = fn
         self.sources = sources
         self.part_file = part_file
@@ -400,12 +439,19 @@ class RecordTask:
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
         seen = [0]
         source = self.sources[self.part_file[gp]]
-        job = PartitionJob(source, numbered_lines(lines, seen), self.collect_rejects, **self.job_kw)
+        first_line, first_record = self.bases[gp] if self.bases is not None else (0, 0)
+        job = PartitionJob(source, numbered_lines(lines, seen, first_line), self.collect_rejects, **self.job_kw)
         pending = job.pending
+        forget = job._where.pop if job._locating else None  # as Job.write_all: a written record leaves the table
         out = 0
         result = None
         try:
-            gen = self.fn(job.records(), job.reject, job.where)
+            if self.bases is not None:
+                from llmtools.engines import Partition
+
+                gen = self.fn(job.records(), job.reject, job.where, Partition(first_record, job.bad))
+            else:
+                gen = self.fn(job.records(), job.reject, job.where)
             while True:
                 try:
                     rec = next(gen)
@@ -414,6 +460,8 @@ class RecordTask:
                     break
                 out += 1
                 yield (0, dumps(rec))
+                if forget is not None:
+                    forget(id(rec), None)
                 if pending:
                     for entry in pending:
                         yield (1, gp, entry)
@@ -465,12 +513,14 @@ def fix_reject(starts: list[int]) -> Callable[[tuple], bytes]:
 
 
 def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: str,
-                params: dict | None = None) -> list[Any]:
+                params: dict | None = None, numbered: bool = False) -> list[Any]:
     """Run `fn(records, reject)` over the partitions of `io`'s input files on Spark, write the
     records it yields to `io.output` (a folder), the rejects to `io.rejects` (a folder), and
     return what `fn` returned for each partition. `job` (not entered) gets the run's counts,
     for its summary. While `fn` runs, `where(record)` gives the line number within the
-    partition; rejects and errors get the file's line number afterwards."""
+    partition; rejects and errors get the file's line number afterwards. With `numbered`, a
+    first pass counts each partition's lines and records, `fn` also gets a `Partition`, and line
+    numbers are the files' own from the start."""
     engine.check_io(io.inputs, io.output)
     with SparkRun(engine, command, quiet=io.quiet) as run:
         files = run.resolve(io.inputs)
@@ -479,7 +529,13 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
         lines, part_file = run.read(files)
         acc = Accumulators(run.sc)
         job_kw = dict(field=job.field, on_error=job.on_error, validate=job.validate, locate=job.locate)
-        task = RecordTask(fn, [name for name, _ in files], part_file, acc, rej_uri is not None, job_kw)
+        sources = [name for name, _ in files]
+        bases = None
+        if numbered:
+            with spark_errors():
+                counts = lines.mapPartitionsWithIndex(CountTask(sources, part_file, job_kw)).collect()
+            bases = partition_bases(counts, part_file)
+        task = RecordTask(fn, sources, part_file, acc, rej_uri is not None, job_kw, bases)
         tagged = lines.mapPartitionsWithIndex(task)
         if rej_uri is not None:
             from pyspark import StorageLevel
@@ -489,11 +545,12 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
             with spark_errors():
                 run.save(tagged.filter(lambda t: t[0] == 0).map(lambda t: t[1]), out_uri)
                 _add_counts(job, acc.counts.value)
+                known = {} if numbered else acc.lines.value  # numbered: the lines are the files' already
                 if rej_uri is not None:  # kept even when the run fails: no lost data
-                    starts = first_lines(part_file, acc.lines.value)
+                    starts = first_lines(part_file, known)
                     run.save(tagged.filter(lambda t: t[0] == 1).map(fix_reject(starts)), rej_uri)
                     run.commit(rej_uri, _manifest(run, command, files, params, job, engine, "rejects"))
-                raise_first_failure(acc.fails.value, part_file, acc.lines.value)
+                raise_first_failure(acc.fails.value, part_file, known)
         except BaseException:
             run.remove(out_uri)
             raise
