@@ -105,6 +105,10 @@ class PromptTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise UsageError(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
 
+    def __reduce__(self) -> tuple:
+        # Compiled Jinja templates do not pickle; an engine's workers (Spark) compile the source again.
+        return (self.__class__, (self.source, self.name, self.examples, self.variant))
+
     @classmethod
     def load(cls, path: str, examples: Examples | None = None, variant: str | None = None) -> "PromptTemplate":
         try:

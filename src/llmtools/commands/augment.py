@@ -52,6 +52,7 @@ def _prompts(templates: tuple[str, ...]) -> tuple[dict[str, str], dict]:
 
 @click.command()
 @options.io_options()
+@options.engine_options
 @click.option("--method", "methods", multiple=True, default=("synonym",), show_default=True, metavar="NAME[,NAME]",
               help="synonym, eda, paraphrase, backtranslate, synthesize; repeat or comma-separate for several.")
 @click.option("-n", "--n", "n", type=click.IntRange(1), default=1, show_default=True, help="Variants per input record, per method.")
@@ -79,7 +80,7 @@ def _prompts(templates: tuple[str, ...]) -> tuple[dict[str, str], dict]:
 @click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="http models: requests in flight at once.")
 @click.option("--timeout", type=click.FloatRange(1), default=120.0, show_default=True, help="http models: seconds per request.")
 @click.option("--retries", type=click.IntRange(0), default=3, show_default=True, help="http models: retries on 429, 5xx and connection errors.")
-def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, swap_rate, delete_rate, insert_rate,
+def cli(io, engine, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, swap_rate, delete_rate, insert_rate,
         min_similarity, max_similarity, model, pivot, instruction, templates,
         temperature, top_p, max_tokens, batch_size, concurrency, timeout, retries):
     """Make seeded, traceable variants of text records.
@@ -111,6 +112,23 @@ def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, sw
       llmtools augment --method paraphrase -m smollm2 --no-keep-original < train.jsonl
       llmtools augment --method backtranslate --pivot de -m http://127.0.0.1:8000/v1 < t.jsonl
       llmtools augment --method synthesize --instruction "Write a short billing complaint." -n 3
+
+    \b
+    On Spark (--engine spark), each partition runs the same code. Seeds use each record's
+    place in the whole input (a first pass counts each partition's records), so the part
+    files hold, byte for byte, what the local command writes for the same input. LLM methods
+    load the model once per partition (give a path every worker can read) or call an
+    http(s)://.../v1 endpoint, such as a fleet of `llmtools serve` replicas; their batches end
+    at partition ends, which matters only to backends whose output depends on the batch and to
+    synthesize's style examples (taken from the batch):
+        llmtools augment --engine spark --method synonym,eda -n 2 --seed 1 \\
+            'hdfs:///corpus/train/*.jsonl.gz' -o hdfs:///corpus/augmented
+        llmtools augment --engine spark --method paraphrase -m http://llm-pool:8000/v1 \\
+            'hdfs:///corpus/train/*.jsonl' -o hdfs:///corpus/paraphrased --rejects hdfs:///corpus/aug-dropped
+
+    \b
+    Exit codes: 0 ok, 2 bad option (or stdin/stdout with --engine spark), 3 bad input line
+    (per --on-error), 4 WordNet, a model, pyspark or Java missing.
     """
     from llmtools.ops.augment import AugmentConfig, augment
 
@@ -124,17 +142,42 @@ def cli(io, methods, n, seed, keep_original, id_field, synonym_rate, eda_ops, sw
         pivot=pivot, instruction=instruction, prompts=prompts, templates=jinja, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, batch_size=batch_size,
     )
+    http = dict(timeout=timeout, retries=retries, concurrency=concurrency) if model.is_url else {}
+    if engine.spark:
+        engine.check_io(io.inputs, io.output)
     llm = None
-    if cfg.uses_llm:
-        http = dict(timeout=timeout, retries=retries, concurrency=concurrency) if model.is_url else {}
+    if cfg.uses_llm and not engine.spark:  # on Spark, each partition loads its own
         llm = model.load(seed=seed, **http)
         cfg.model_id = llm.identity.to_dict()
-    stats: dict[str, int] = {}
+
+    def run(records, reject, where, part):
+        import dataclasses
+
+        stats: dict[str, int] = {}
+        own, part_cfg = None, cfg
+        if cfg.uses_llm and llm is None:
+            own = model.load(seed=seed, **http)
+            part_cfg = dataclasses.replace(cfg, model_id=own.identity.to_dict())
+        try:
+            yield from augment(records, part_cfg, where=where, on_drop=reject, model=llm or own, stats=stats,
+                               on_bad=part.bad, first=part.first)
+        finally:
+            if own is not None:
+                own.close()
+        return stats
+
+    from llmtools import engines
+
+    # Every record's "source:line" is tracked: records without an id are traced by it, and an
+    # LLM batch is read ahead of its variants.
+    job = io.job(locate=True)
+    params = {"methods": list(cfg.methods), "n": n, "seed": seed, "field": io.field}
+    totals: dict[str, int] = {}
     try:
-        with io.job() as job:
-            job.write_all(augment(job.records(), cfg, where=job.where, on_drop=job.reject, model=llm, stats=stats,
-                                  on_bad=job.bad))
+        for part in engines.run_records(engine, io, job, run, "augment", params, numbered=True):
+            for key, value in (part or {}).items():
+                totals[key] = totals.get(key, 0) + value
     finally:
         if llm is not None:
             llm.close()
-    job.summary({f"variants: {k}": v for k, v in sorted(stats.items())})
+    job.summary({f"variants: {k}": v for k, v in sorted(totals.items())})

@@ -243,8 +243,13 @@ def augment(
     model: Any = None,
     stats: dict | None = None,
     on_bad: Callable[[dict, str], bool] | None = None,
+    first: int = 0,
 ) -> Iterator[dict]:
     """Yield originals and their variants, in input order. See the module docstring.
+
+    `first` is the number of records before these in the whole input (a partition's place, on
+    an engine that splits the input): seeds use each record's global ordinal, and LLM batches
+    are cut at global multiples of batch_size, so a part's variants are those of a whole run.
 
     `on_bad(record, reason)` applies --on-error to a record a .j2 prompt template cannot render
     (a missing field): True keeps it (unchanged, without variants), False drops it. Without it,
@@ -305,7 +310,7 @@ def augment(
                 yield out
         pending.clear()
 
-    for ordinal, rec in enumerate(records, 1):
+    for ordinal, rec in enumerate(records, first + 1):
         text = get_text(rec, cfg.field)
         if checked and text is not None:
             reason = renders(rec, text)
@@ -316,7 +321,7 @@ def augment(
                     continue
                 text = None  # kept unchanged, without variants
         pending.append((ordinal, rec, text))
-        if len(pending) >= batch_size:
+        if len(pending) >= batch_size or ordinal % batch_size == 0:
             yield from flush()
     if pending:
         yield from flush()
