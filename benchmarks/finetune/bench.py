@@ -367,9 +367,6 @@ def _three_way(runs: list, sides: list) -> dict:
     return summary
 
 
-MIXED = ["llmtools --padded", "llmtools", "llmtools --packing"]
-
-
 def aggregate(args: argparse.Namespace) -> None:
     """One summary over the runs of several results files (each an invocation of this script)."""
     parts = [json.loads(Path(p).read_text()) for p in args.aggregate]
@@ -388,8 +385,9 @@ def aggregate(args: argparse.Namespace) -> None:
         print(f"\nmixed lengths\n\n{HEADER}")
         for r in mixed:
             print(_row(r))
-        names = [n for n in MIXED if any(r["side"] == n for r in mixed)] + sorted({r["side"] for r in mixed} - set(MIXED))
-        out["mixed_summary"] = summarise(mixed, names, "llmtools --padded" if "llmtools --padded" in names else names[0])
+        order = ["llmtools " + v if v else "llmtools" for v in args.mixed_variants.split(";")]
+        names = [n for n in order if any(r["side"] == n for r in mixed)] + sorted({r["side"] for r in mixed} - set(order))
+        out["mixed_summary"] = summarise(mixed, names, names[0])
         _print_summary(out["mixed_summary"])
     Path(args.results).write_text(json.dumps(out, indent=2) + "\n")
 
@@ -474,6 +472,7 @@ def main() -> None:
             r = run_worker(side, args, same, args.max_seq_len)
             results["vs"].append(r)
             print(_row(r), flush=True)
+            Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
     results["summary"] = _three_way(results["vs"], sides)
     _print_summary(results["summary"])
     Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
@@ -489,6 +488,7 @@ def main() -> None:
                 r = run_worker("llmtools", args, mixed, mixed_len, flags)
                 results["mixed"].append(r)
                 print(_row(r), flush=True)
+                Path(args.results).write_text(json.dumps(results, indent=2) + "\n")  # a cut-short run keeps what it did
         names = ["llmtools " + " ".join(v) if v else "llmtools" for v in variants]
         results["mixed_summary"] = summarise(results["mixed"], names, names[0])
         _print_summary(results["mixed_summary"])
