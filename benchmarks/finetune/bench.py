@@ -195,7 +195,8 @@ def worker_llmtools(args: argparse.Namespace) -> dict:
             "--log-every", "1000000", "--seed", str(args.seed), "--lr", str(LR), "--lora-r", str(LORA["r"]),
             "--lora-alpha", str(LORA["lora_alpha"]), "--lora-dropout", str(LORA["lora_dropout"]), "-q", args.data]
     # Bench-only switches to measure what each fast path pays: "full-logits" puts back the LM head
-    # over every token, "plain-adamw" the for-loop AdamW; anything else is a real CLI flag.
+    # over every token, "plain-adamw" the for-loop AdamW, "peft-lora" peft's own LoRA forward;
+    # anything else is a real CLI flag.
     flags = list(args.llmtools_flags)
     if "full-logits" in flags:
         from llmtools.ops.finetune import losses
@@ -209,6 +210,11 @@ def worker_llmtools(args: argparse.Namespace) -> dict:
 
         training._adamw = lambda groups, lr: torch.optim.AdamW(groups, lr=lr, foreach=False)
         flags.remove("plain-adamw")
+    if "peft-lora" in flags:
+        from llmtools.ops.finetune import training
+
+        training.use_lean_lora = lambda model: 0
+        flags.remove("peft-lora")
     argv[1:1] = flags
     # CPU seconds of the same span as runtime_s: the loop's clock reads are mirrored by CPU-time reads
     # (its second read starts the loop; its last one ends it).
@@ -352,7 +358,42 @@ def _print_summary(summary: dict) -> None:
     sys.stdout.flush()
 
 
-ABLATIONS = [(), ("--padded",), ("full-logits",), ("plain-adamw",), ("--padded", "full-logits", "plain-adamw")]
+def _three_way(runs: list, sides: list) -> dict:
+    summary = summarise(runs, sides, "trainer")
+    if "sft" in summary and "llmtools" in summary:
+        ours, sft = summary["llmtools"], summary["sft"]
+        for key, name in (("tokens_per_s", "speed_vs_sft"), ("tokens_per_cpu_s", "cpu_speed_vs_sft"), ("peak_rss_mb", "rss_vs_sft")):
+            ours[name] = ours[key]["median"] / sft[key]["median"]
+    return summary
+
+
+def aggregate(args: argparse.Namespace) -> None:
+    """One summary over the runs of several results files (each an invocation of this script)."""
+    parts = [json.loads(Path(p).read_text()) for p in args.aggregate]
+    runs = [r for p in parts for r in p.get("vs", [])]
+    mixed = [r for p in parts for r in p.get("mixed", [])]
+    out: dict = {"machine": parts[0]["machine"], "files": args.aggregate, "vs": runs, "mixed": mixed,
+                 "started": min(p["started"] for p in parts), "finished": max(p.get("finished", p["started"]) for p in parts)}
+    if runs:
+        print(HEADER)
+        for r in runs:
+            print(_row(r))
+        sides = [s for s in SIDES if any(r["side"] == s for r in runs)]
+        out["summary"] = _three_way(runs, sides)
+        _print_summary(out["summary"])
+    if mixed:
+        print(f"\nmixed lengths\n\n{HEADER}")
+        for r in mixed:
+            print(_row(r))
+        order = ["llmtools " + v if v else "llmtools" for v in args.mixed_variants.split(";")]
+        names = [n for n in order if any(r["side"] == n for r in mixed)] + sorted({r["side"] for r in mixed} - set(order))
+        out["mixed_summary"] = summarise(mixed, names, names[0])
+        _print_summary(out["mixed_summary"])
+    Path(args.results).write_text(json.dumps(out, indent=2) + "\n")
+
+
+ABLATIONS = [(), ("--padded",), ("full-logits",), ("plain-adamw",), ("peft-lora",),
+             ("--padded", "full-logits", "plain-adamw", "peft-lora")]
 
 
 def ablate(args: argparse.Namespace, data: str, results: dict) -> None:
@@ -383,12 +424,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="24 training records (mixed: 24 at seq 256)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the three-way comparison")
     ap.add_argument("--mixed-repeats", type=int, default=1, help="repeats of the mixed-length part (0: skip it)")
+    ap.add_argument("--mixed-variants", default="--padded;;--packing", metavar="FLAGS;FLAGS...",
+                    help="llmtools flag sets of the mixed-length part, ';'-separated (an empty one: the defaults); "
+                         "the first is the base of the ratios")
     ap.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset of llmtools,trainer,sft")
     ap.add_argument("--profile", action="store_true", help="profile two llmtools training steps and exit")
     ap.add_argument("--ablate", type=int, default=0, metavar="N",
                     help="instead of the comparison: N interleaved repeats of llmtools with each fast path taken out")
+    ap.add_argument("--rotate", type=int, default=0, metavar="K",
+                    help="start the side rotation at repeat K (split a long comparison into several invocations)")
+    ap.add_argument("--aggregate", nargs="+", metavar="JSON",
+                    help="summarise the runs of several results files (from split invocations) and exit")
     ap.add_argument("--results", default=str(Path(__file__).with_name("results.json")))
     args = ap.parse_args()
+    if args.aggregate:
+        aggregate(args)
+        return
     if args.worker == "profile" or args.profile:
         profile_llmtools(args)
         return
@@ -415,17 +466,14 @@ def main() -> None:
         ablate(args, same, results)
         return
     print(HEADER)
-    for rep in range(args.repeats):
+    for rep in range(args.rotate, args.rotate + args.repeats):
         order = sides[rep % len(sides):] + sides[: rep % len(sides)]  # rotate: no side always runs first
         for side in order:
             r = run_worker(side, args, same, args.max_seq_len)
             results["vs"].append(r)
             print(_row(r), flush=True)
-    results["summary"] = summarise(results["vs"], sides, "trainer")
-    if "sft" in results["summary"] and "llmtools" in results["summary"]:
-        ours, sft = results["summary"]["llmtools"], results["summary"]["sft"]
-        for key, name in (("tokens_per_s", "speed_vs_sft"), ("tokens_per_cpu_s", "cpu_speed_vs_sft"), ("peak_rss_mb", "rss_vs_sft")):
-            ours[name] = ours[key]["median"] / sft[key]["median"]
+            Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
+    results["summary"] = _three_way(results["vs"], sides)
     _print_summary(results["summary"])
     Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -434,14 +482,15 @@ def main() -> None:
         mixed_lengths(mixed, n)
         mixed_len = 256 if args.quick else 512
         print(f"\nmixed lengths, seq {mixed_len}\n\n{HEADER}")
-        variants = [("--padded",), (), ("--packing",)]
-        for rep in range(args.mixed_repeats):
-            for flags in variants[rep % 3:] + variants[: rep % 3]:
+        variants = [tuple(v.split()) for v in args.mixed_variants.split(";")]
+        for rep in range(args.rotate, args.rotate + args.mixed_repeats):
+            for flags in variants[rep % len(variants):] + variants[: rep % len(variants)]:
                 r = run_worker("llmtools", args, mixed, mixed_len, flags)
                 results["mixed"].append(r)
                 print(_row(r), flush=True)
-        names = ["llmtools --padded", "llmtools", "llmtools --packing"]
-        results["mixed_summary"] = summarise(results["mixed"], names, "llmtools --padded")
+                Path(args.results).write_text(json.dumps(results, indent=2) + "\n")  # a cut-short run keeps what it did
+        names = ["llmtools " + " ".join(v) if v else "llmtools" for v in variants]
+        results["mixed_summary"] = summarise(results["mixed"], names, names[0])
         _print_summary(results["mixed_summary"])
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     Path(args.results).write_text(json.dumps(results, indent=2) + "\n")

@@ -127,6 +127,45 @@ def test_packed_loss_equals_unpacked_loss(tok, tiny_model_dir):
     assert float(packed) == pytest.approx(float(plain), rel=1e-4)
 
 
+def test_passes_keep_every_token_within_the_budget(tok):
+    exs = _examples(tok, 12)
+    rows = fd.as_rows(exs)
+    lens = [len(r.input_ids) for r in rows]
+    budget = max(lens) + 3
+    for flat in (True, False):
+        passes = fd.split_passes(rows, budget, flat)
+        assert len(passes) > 1
+        assert [r for p in passes for r in p] == rows  # same rows, same order
+        assert all(fd.pass_tokens(p, flat) <= budget for p in passes)
+    # Padded passes count rows x the longest row, so they are never fewer than padding-free ones.
+    assert len(fd.split_passes(rows, budget, False)) >= len(fd.split_passes(rows, budget, True))
+    assert fd.split_passes(rows, None, True) == [rows] and fd.split_passes(rows, 0, False) == [rows]
+    assert fd.split_passes(rows, 10**6, True) == [rows]
+    # One row longer than the budget is a pass of its own.
+    assert fd.split_passes(rows, 1, True) == [[r] for r in rows]
+
+
+def test_a_packed_row_over_the_budget_splits_between_its_records(tok):
+    exs = _examples(tok, 9)
+    rows = fd.pack(exs, 64)
+    big = max(rows, key=lambda r: r.n_examples)
+    assert big.n_examples > 1
+    pieces = fd.unpack(big)
+    assert len(pieces) == big.n_examples and all(p.position_ids[0] == 0 for p in pieces)
+    assert [t for p in pieces for t in p.input_ids] == big.input_ids
+    assert [t for p in pieces for t in p.labels] == big.labels
+    passes = fd.split_passes([big], len(big.input_ids) - 1, flat=True)
+    assert len(passes) > 1 and [p for ps in passes for p in ps] == pieces
+    # The laid-out batch is the same tokens, labels and positions as the row's own.
+    whole = fd.collate([big], 0, packed=True, flat=True)
+    parts = [fd.collate(ps, 0, packed=True, flat=True) for ps in passes]
+    assert sum((b["input_ids"][0].tolist() for b in parts), []) == whole["input_ids"][0].tolist()
+    assert sum((b["labels"][0].tolist() for b in parts), []) == whole["labels"][0].tolist()
+    assert sum((b["position_ids"][0].tolist() for b in parts), []) == whole["position_ids"][0].tolist()
+    # Padded batches cannot split a row.
+    assert fd.split_passes([big], 1, flat=False) == [[big]]
+
+
 def test_schedule_is_a_function_of_seed_and_epoch():
     s = fd.Schedule(n_rows=10, batch_size=2, grad_accum=2, seed=7)
     assert s.micro_per_epoch == 5 and s.steps_per_epoch == 3

@@ -61,7 +61,7 @@ def _assert_same(a, b, rel=1e-5):
 
 
 @pytest.mark.parametrize("loss_on", ["completion", "all"])
-@pytest.mark.parametrize("chunk", [1024, 5], ids=["one-chunk", "recomputed-chunks"])
+@pytest.mark.parametrize("chunk", [1024, 5], ids=["one-chunk", "many-chunks"])
 def test_target_position_loss_equals_full_logits_loss(tok, tiny_model_dir, loss_on, chunk):
     from llmtools.ops.finetune.losses import head_parts, target_losses, token_losses
 
@@ -74,6 +74,44 @@ def test_target_position_loss_equals_full_logits_loss(tok, tiny_model_dir, loss_
     _assert_same(fast, plain)
     if loss_on == "completion":  # the prompt has no target: far fewer positions than tokens
         assert plain[2] < batch["attention_mask"].sum() / 2
+
+
+@pytest.mark.parametrize("head_trains", [True, False])
+def test_linear_cross_entropy_equals_cross_entropy_over_full_logits(head_trains):
+    import torch.nn.functional as F
+
+    from llmtools.ops.finetune.losses import linear_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 8, requires_grad=True)
+    weight = torch.randn(50, 8, requires_grad=head_trains)
+    targets = torch.randint(0, 50, (37,))
+    results = []
+    for fn in (lambda: linear_cross_entropy(hidden, weight, targets, chunk=5),
+               lambda: F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")):
+        hidden.grad = weight.grad = None
+        loss = fn()
+        (loss * 0.7).backward()  # backward scales what forward kept
+        results.append((loss.detach(), hidden.grad.clone(), weight.grad.clone() if head_trains else None))
+    (l1, h1, w1), (l2, h2, w2) = results
+    torch.testing.assert_close(l1, l2)
+    torch.testing.assert_close(h1, h2)
+    if head_trains:
+        torch.testing.assert_close(w1, w2)
+
+
+def test_full_finetune_gradients_reach_the_head_through_the_fused_loss(tok, tiny_model_dir):
+    """Every weight trains (the tied head and embeddings too): the same gradients as the full logits."""
+    from llmtools.ops.finetune.losses import head_parts, target_losses, token_losses
+    from llmtools.ops.finetune.training import load_causal_lm
+
+    model = load_causal_lm(tiny_model_dir, torch.device("cpu"))
+    assert head_parts(model)[1].weight.requires_grad
+    batch = fd.collate(fd.as_rows(_examples(tok)), tok.pad_token_id, packed=False)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    plain = _loss_and_grads(model, lambda: token_losses(model(**inputs).logits, batch["labels"]))
+    fast = _loss_and_grads(model, lambda: target_losses(model, batch, chunk=7))
+    _assert_same(fast, plain)
 
 
 def test_distillation_kl_at_target_positions_equals_full_logits(tok, tiny_model_dir, tmp_path):
@@ -176,3 +214,26 @@ def test_padding_free_training_logs_the_same_losses_as_padded_training(cli, tiny
         assert json.loads((out / "llmtools-manifest.json").read_text())["params"]["padding_free"] is (flag == "--padding-free")
     assert len(logs["--padded"]) == 4 and logs["--padded"][0] != logs["--padded"][2]  # it did train
     assert logs["--padding-free"] == pytest.approx(logs["--padded"], rel=1e-4)
+
+
+@pytest.mark.parametrize("layout", [("--padding-free",), ("--padded",), ("--packing",)])
+def test_a_token_budget_per_pass_gives_the_same_losses(cli, tiny_model_dir, tmp_path, layout):
+    """--max-pass-tokens runs a micro-batch as several forward/backward passes: same step, same losses."""
+    import json
+
+    words = "one two three four five six seven eight nine ten eleven twelve".split()
+    recs = [{"prompt": "hello " + " ".join(words[: 1 + (i * 7) % 12]), "completion": f" {words[i % 12]} goodbye"} for i in range(16)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    logs = {}
+    for budget in ("0", "24"):
+        out = tmp_path / f"b{budget}"
+        res = cli(["finetune", "--base", tiny_model_dir, "-o", out, "--max-steps", "3", "--log-every", "1", "--lora-dropout", "0",
+                   "--lr", "1e-2", "--eval-fraction", "0.25", "--max-pass-tokens", budget, *layout, str(data)])
+        assert res.exit_code == 0, res.stderr
+        recs_out = res.records()
+        logs[budget] = [(r["loss"], r["grad_norm"]) for r in recs_out if r["type"] == "train"] + [recs_out[-1]["eval_loss"]]
+        assert json.loads((out / "llmtools-manifest.json").read_text())["params"]["max_pass_tokens"] == int(budget)
+    assert len(logs["0"]) == 4 and logs["0"][0] != logs["0"][2]  # it did train
+    for a, b in zip(logs["0"], logs["24"]):
+        assert a == pytest.approx(b, rel=1e-4)

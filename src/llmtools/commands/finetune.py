@@ -58,12 +58,12 @@ from typing import Any
 import click
 
 from llmtools import errors, options
-from llmtools.ops.finetune import FORMATS
+from llmtools.ops.finetune import DEFAULT_PASS_TOKENS, FORMATS
 
 SETTING_KEYS = (
     "format", "loss_on", "method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs",
     "max_steps", "batch_size", "grad_accum", "warmup_steps", "warmup_ratio", "scheduler", "weight_decay",
-    "max_grad_norm", "max_seq_len", "packing", "padding_free", "seed", "distill_weight", "distill_temperature", "log_every",
+    "max_grad_norm", "max_seq_len", "packing", "padding_free", "max_pass_tokens", "seed", "distill_weight", "distill_temperature", "log_every",
     "eval_every", "save_every", "keep_checkpoints", "adapter_only", "gradient_checkpointing", "device",
 )
 
@@ -142,6 +142,9 @@ def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--padding-free/--padded", "padding_free", default=True, show_default=True,
               help="Lay each micro-batch's sequences end to end with no pad tokens, attention running per record "
                    "(sdpa models); --padded pads them to the longest.")
+@click.option("--max-pass-tokens", type=click.IntRange(0), default=DEFAULT_PASS_TOKENS, metavar="N",
+              help="Most tokens in one forward/backward pass: a micro-batch holding more runs as several passes "
+                   "with the same gradients, which bounds peak memory (0: no limit).")
 @click.option("--seed", type=int, default=42, help="Seed for initialisation, data order, dropout and the eval split.")
 @click.option("--adapter-only", is_flag=True, help="Write only the LoRA adapter (plus tokenizer), not a merged model.")
 @click.option("--teacher", metavar="MODEL", default=None, help="Distil from this model's logits (it must share the tokenizer).")

@@ -17,11 +17,11 @@ from llmtools.ops.finetune.dataset import FORMATS, Fields, RecordValidator, toke
 from llmtools.ops.finetune.distributed import Dist
 from llmtools.ops.finetune.run import finetune, read_inputs
 from llmtools.ops.finetune.search import SearchConfig, parse_space, search, write_config
-from llmtools.ops.finetune.settings import Settings
+from llmtools.ops.finetune.settings import DEFAULT_PASS_TOKENS, Settings
 from llmtools.ops.finetune.losses import target_losses, token_losses
 from llmtools.ops.finetune.training import evaluate, forward, train
 
 __all__ = [
-    "FORMATS", "Dist", "Fields", "RecordValidator", "SearchConfig", "Settings", "evaluate", "finetune", "forward",
+    "DEFAULT_PASS_TOKENS", "FORMATS", "Dist", "Fields", "RecordValidator", "SearchConfig", "Settings", "evaluate", "finetune", "forward",
     "parse_space", "read_inputs", "search", "target_losses", "token_losses", "tokenize_record", "train", "write_config",
 ]

@@ -340,6 +340,50 @@ class Schedule:
         return batches
 
 
+def unpack(row: Sequence_) -> list[Sequence_]:
+    """A packed row back into its records (split where the positions restart); other rows as they are.
+    Each piece keeps the row's labels, whose first one per record is already IGNORE."""
+    if row.position_ids is None or row.n_examples <= 1:
+        return [row]
+    starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row.position_ids)]
+    return [Sequence_(row.input_ids[a:b], row.labels[a:b], row.position_ids[a:b]) for a, b in zip(starts, starts[1:])]
+
+
+def pass_tokens(rows: Sequence[Sequence_], flat: bool) -> int:
+    """Tokens a forward pass over `rows` computes: their sum laid end to end, else rows x the longest."""
+    if not rows:
+        return 0
+    lens = [len(r.input_ids) for r in rows]
+    return sum(lens) if flat else len(lens) * max(lens)
+
+
+def split_passes(rows: Sequence[Sequence_], budget: int | None, flat: bool) -> list[list[Sequence_]]:
+    """A micro-batch as consecutive forward/backward passes of at most `budget` tokens each.
+
+    Activation memory grows with the tokens of one pass, so this is what bounds peak memory. The
+    step's loss is a sum over target tokens divided by the step's target count, so running the
+    micro-batch as several passes and accumulating their gradients gives the same gradients.
+    Rows keep their order. In a padding-free batch (`flat`) a packed row longer than the budget is
+    split into its records; one record (or, padded, one row) longer than the budget is a pass alone.
+    `budget` None or 0: one pass.
+    """
+    if not budget or pass_tokens(rows, flat) <= budget:
+        return [list(rows)]
+    pieces: list[Sequence_] = []
+    for r in rows:
+        pieces += unpack(r) if flat and len(r.input_ids) > budget else [r]
+    passes: list[list[Sequence_]] = []
+    current: list[Sequence_] = []
+    for piece in pieces:
+        if current and pass_tokens(current + [piece], flat) > budget:
+            passes.append(current)
+            current = []
+        current.append(piece)
+    if current:
+        passes.append(current)
+    return passes
+
+
 def collate(rows: Sequence[Sequence_], pad_id: int, packed: bool, flat: bool = False) -> dict:
     """Pad a micro-batch on the right. Packed rows carry position_ids and no attention mask.
 

@@ -5,8 +5,11 @@ A causal LM's logits are `batch x tokens x vocab` floats (49,152 words for smoll
 Most positions do not need them: the label at t+1 decides whether position t is trained at all,
 and with completion-only loss the whole prompt is not. So we run the decoder, pick the hidden
 states of the positions that have a target, and apply the LM head to those alone, in chunks of
-`CHUNK` positions; with more than one chunk each chunk's logits are recomputed in backward
-instead of kept, so peak memory is one chunk of logits whatever the batch and vocabulary.
+`CHUNK` positions. Training without a teacher goes through `linear_cross_entropy`: each chunk's
+gradient (softmax minus one-hot, times the head) is worked out in the forward pass and the
+chunk's logits freed at once, so peak memory is one chunk of logits whatever the batch and
+vocabulary, and nothing is recomputed. With a teacher, chunks are checkpointed (their logits
+recomputed in backward).
 
 The sums are the same as cross-entropy over the full logits with `ignore_index` (tests prove it
 on loss and gradients). Models whose logits are not simply `head(last hidden state)` (softcapped
@@ -21,7 +24,7 @@ from typing import Any
 
 from llmtools.ops.finetune.dataset import IGNORE
 
-CHUNK = 1024  # positions per LM-head chunk: 1024 x 49,152 float32 logits = 200 MB
+CHUNK = 256  # positions per LM-head chunk: 256 x 49,152 float32 logits = 50 MB
 # Model types whose causal-LM forward is exactly `lm_head(decoder(...).last_hidden_state)`.
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "gemma", "olmo", "olmo2"})
 
@@ -128,6 +131,9 @@ def target_losses(model: Any, batch: dict, teacher: Any = None, temperature: flo
             else:
                 t_logits = teacher(**inputs, use_cache=False).logits[mask]
 
+    if teacher is None and torch.is_grad_enabled() and _fusable(head) and (hidden.requires_grad or head.weight.requires_grad):
+        return linear_cross_entropy(hidden, head.weight, targets, chunk), None, n
+
     ce_sum: Any = hidden.new_zeros((), dtype=torch.float32) if n == 0 else None
     kl_sum: Any = None
     recompute = torch.is_grad_enabled() and n > chunk
@@ -146,6 +152,66 @@ def target_losses(model: Any, batch: dict, teacher: Any = None, temperature: flo
     if teacher is not None and kl_sum is None:
         kl_sum = ce_sum * 0.0
     return ce_sum, kl_sum, n
+
+
+def _fusable(head: Any) -> bool:
+    """A plain bias-free Linear head (not wrapped by an adapter): its logits are `hidden @ weight.T`."""
+    import torch
+
+    return type(head) is torch.nn.Linear and head.bias is None
+
+
+def linear_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int = CHUNK) -> Any:
+    """Summed cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time, with
+    the gradients for `hidden` and `weight` worked out in the same pass: each chunk's logits become
+    its softmax in place, minus one at the target, and are gone before the next chunk. Backward
+    only scales what forward kept (a `hidden`-sized tensor, and a `weight`-sized one if the head
+    trains)."""
+    global _LINEAR_CE
+    if _LINEAR_CE is None:
+        _LINEAR_CE = _linear_ce_class()
+    return _LINEAR_CE.apply(hidden, weight, targets, chunk)
+
+
+_LINEAR_CE: Any = None
+
+
+def _linear_ce_class() -> Any:
+    import torch
+
+    class LinearCE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int) -> Any:  # type: ignore[override]
+            want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            ctx.weight_dtype = weight.dtype
+            w = weight.to(hidden.dtype)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad_h = torch.empty_like(hidden) if want_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+            for start in range(0, hidden.shape[0], chunk):
+                h = hidden[start:start + chunk]
+                t = targets[start:start + chunk]
+                logits = (h @ w.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0  # d(summed CE)/d(logits)
+                if want_h:
+                    grad_h[start:start + chunk] = probs.to(w.dtype) @ w
+                if want_w:
+                    grad_w += probs.t() @ h.float()
+                del logits, probs
+            ctx.save_for_backward(grad_h, grad_w)
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad_out: Any) -> Any:  # type: ignore[override]
+            grad_h, grad_w = ctx.saved_tensors
+            gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+            gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+            return gh, gw, None, None
+
+    return LinearCE
 
 
 def _teacher_chunk(teacher_parts: Any, t_hidden: Any, t_logits: Any, sl: slice) -> Any:

@@ -10,6 +10,10 @@ from llmtools.models.registry import DEFAULT_MODEL
 SCHEDULERS = ("linear", "cosine", "constant")
 METHODS = ("lora", "full")
 DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
+# The activations a forward pass keeps for backward grow with its tokens: about 2.6 MB per token for
+# smollm2 (135M) with LoRA on every linear layer (benchmarks/finetune/pass_memory.py), so 512 tokens
+# per pass keep a LoRA run of it near 2.5 GB whatever the batch size and sequence length.
+DEFAULT_PASS_TOKENS = 512
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Settings:
     max_seq_len: int | None = None
     packing: bool = False
     padding_free: bool = True
+    max_pass_tokens: int | None = DEFAULT_PASS_TOKENS  # most tokens in one forward/backward pass (0 or None: no limit)
     seed: int = 42
     teacher: str | None = None
     distill_weight: float = 0.5
@@ -70,6 +75,8 @@ class Settings:
             raise UsageError("--distill-temperature must be positive")
         if not 0 <= self.warmup_ratio < 1:
             raise UsageError("--warmup-ratio must be in [0, 1)")
+        if self.max_pass_tokens is not None and self.max_pass_tokens < 0:
+            raise UsageError("--max-pass-tokens must be 0 (no limit) or more")
         if self.max_seq_len is not None and self.max_seq_len < 2:
             raise UsageError("--max-seq-len must be at least 2")
 

@@ -21,6 +21,7 @@ from llmtools.errors import ExitCode, LLMToolsError, UsageError
 from llmtools.ops.finetune import checkpoints as ckpt
 from llmtools.ops.finetune import dataset as data
 from llmtools.ops.finetune.attention import use_varlen
+from llmtools.ops.finetune.lean_lora import use_lean_lora
 from llmtools.ops.finetune.losses import loss_module, target_losses, token_losses  # noqa: F401 (re-exported)
 from llmtools.ops.finetune.distributed import Dist
 from llmtools.ops.finetune.settings import Settings
@@ -356,6 +357,7 @@ def _load_models(train_records: list, eval_records: list, fmt: str, s: Settings,
     torch.manual_seed(s.seed)  # LoRA initialisation depends only on the seed
     if s.method == "lora":
         model = apply_lora(model, s)
+        use_lean_lora(model)  # same function as peft's LoRA forward, fewer passes over memory (lean_lora.py)
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Padding-free micro-batches need attention that runs per record; without it they would pay
@@ -382,9 +384,12 @@ def _optimizer_step(m: _Models, s: Settings, step: int, schedule: data.Schedule,
     everyone = schedule.all_ranks(epoch, in_epoch)
     n_target = sum(rows[i].n_target for mb in everyone for i in mb)
     n_input = sum(len(rows[i].input_ids) for mb in everyone for i in mb)
-    for k, idx in enumerate(micro):
-        batch = data.collate([rows[i] for i in idx], pad_id, packed=s.packing, flat=m.flat)
-        sync = k == len(micro) - 1 or not dist.enabled
+    # Each micro-batch runs as passes of at most --max-pass-tokens tokens: that bounds the activations
+    # kept for backward (peak memory), and the gradients stay the same (the loss is a sum over targets).
+    passes = [p for idx in micro for p in data.split_passes([rows[i] for i in idx], s.max_pass_tokens, m.flat)]
+    for k, piece in enumerate(passes):
+        batch = data.collate(piece, pad_id, packed=s.packing, flat=m.flat)
+        sync = k == len(passes) - 1 or not dist.enabled
         batch = {name: t.to(device, non_blocking=True) if hasattr(t, "to") else t for name, t in batch.items()}
         with _no_sync(m.model, sync), autocast:
             ce, kl, _ = m.model(**batch)  # the loss module: logits only at target positions
