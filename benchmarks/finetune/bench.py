@@ -20,9 +20,9 @@ is how "the same loss at the end" is checked: the three sides' train-loss figure
 differently. Runs are interleaved (side order rotates every repeat) and the load average is
 recorded before and after each run; the summary gives medians and ranges.
 
-Second part: llmtools on mixed-length records (70% one example, 30% 4-8 examples), padded
-batches (`--padded`, the old behaviour) against padding-free batches (the default) and
-`--packing`: epoch time and peak RSS.
+Second part: llmtools on mixed-length records (70% one example, 30% 4-8 examples), one run per
+`--mixed-variants` flag set (default: `--padded`, the defaults, `--packing`; the first is the base
+of the ratios): epoch time and peak RSS. `--padded --max-pass-tokens 0` is the old padded batch.
 
     .venv/bin/python benchmarks/finetune/bench.py --quick           # 24 records, 3 repeats
     .venv/bin/python benchmarks/finetune/bench.py                   # 64 records, seq 512 mixed
