@@ -239,7 +239,9 @@ def start_servers(path: str, args, env: dict) -> dict:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
              "--n_threads", str(args.threads), "--n_threads_batch", str(args.batch_threads), "--n_ctx", str(args.n_ctx),
-             "--verbose", "False"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             # by default a new request interrupts the one streaming (cut-short completions would
+             # count as fast ones): let every request run to its end, as the others do
+             "--interrupt_requests", "False", "--verbose", "False"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers["llama_cpp.server"] = (f"http://127.0.0.1:{port}", proc, "/v1/models")
     return servers
 
