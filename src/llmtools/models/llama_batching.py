@@ -83,7 +83,7 @@ class StepTimes:
     the steps that evaluated something. Cheap enough to keep on: a few perf_counter calls a step."""
 
     __slots__ = ("steps", "decode_steps", "decoded", "prefilled", "build", "decode", "prefill", "sample", "emit",
-                 "wait", "idle")
+                 "idle")
 
     def __init__(self) -> None:
         for name in self.__slots__:
