@@ -171,6 +171,33 @@ def summarize(latencies: list[float], tokens: int, wall: float, statuses: dict |
     }
 
 
+def batch_counters(url: str) -> dict:
+    """The batcher's step-time counters from llmtools' /metrics (empty for other servers)."""
+    out: dict = {}
+    try:
+        text = httpx.get(url + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return out
+    for line in text.splitlines():
+        if line.startswith(("llmtools_batch_step_seconds_total", "llmtools_batch_tokens_total",
+                            "llmtools_batch_steps_total")):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def profile_delta(before: dict, after: dict, wall: float) -> str:
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    steps = d.get("llmtools_batch_steps_total", 0) or 1
+    sec = lambda phase: d.get(f'llmtools_batch_step_seconds_total{{phase="{phase}"}}', 0.0)  # noqa: E731
+    decoded = d.get('llmtools_batch_tokens_total{kind="decode"}', 0)
+    prompt = d.get('llmtools_batch_tokens_total{kind="prompt"}', 0)
+    return (f"wall {wall:.2f}s: decode {sec('decode'):.2f}s ({1000 * sec('decode') / steps:.1f} ms/step, "
+            f"{decoded / steps:.1f} seq/step), prefill {sec('prefill'):.2f}s "
+            f"({prompt:.0f} tokens), sample {sec('sample'):.2f}s, "
+            f"emit {sec('emit'):.2f}s, idle {wall - sum(sec(p) for p in ('decode', 'prefill', 'sample', 'emit', 'build')):.2f}s")
+
+
 def run_direct(llm, prompts: list[str], max_tokens: int) -> dict:
     """The prompts one after another on one Llama (what one Llama object can do), streamed for TTFT."""
     latencies, ttfts, tokens = [], [], 0
@@ -201,16 +228,20 @@ def start_servers(path: str, args, env: dict) -> dict:
               "--max-queue", "256", "-q"]
     for name, extra in (("llmtools --parallel", ["--parallel", str(top), "--max-concurrency", str(top)]),
                         ("llmtools sequential", ["--parallel", "0", "--max-concurrency", str(top)])):
+        if name not in args.system_list:
+            continue
         port = free_port()
         proc = subprocess.Popen([str(BIN / "llmtools"), "serve", path, "--port", str(port), *common, *extra], env=env,
                                 stdout=subprocess.DEVNULL)
         servers[name] = (f"http://127.0.0.1:{port}", proc, "/health")
-    if not args.no_llama_cpp_server:
+    if not args.no_llama_cpp_server and "llama_cpp.server" in args.system_list:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
              "--n_threads", str(args.threads), "--n_threads_batch", str(args.batch_threads), "--n_ctx", str(args.n_ctx),
-             "--verbose", "False"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             # by default a new request interrupts the one streaming (cut-short completions would
+             # count as fast ones): let every request run to its end, as the others do
+             "--interrupt_requests", "False", "--verbose", "False"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers["llama_cpp.server"] = (f"http://127.0.0.1:{port}", proc, "/v1/models")
     return servers
 
@@ -228,11 +259,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--levels", default="1,4,8,16")
     ap.add_argument("--no-llama-cpp-server", action="store_true")
+    ap.add_argument("--systems", default=",".join(SYSTEMS) + ",direct",
+                    help="comma-separated subset of: " + ", ".join(SYSTEMS) + ", direct (to split a run into "
+                         "several shorter invocations)")
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args()
     args.level_list = [int(x) for x in args.levels.split(",")]
     args.batch_threads = args.batch_threads or args.threads
+    args.system_list = [x.strip() for x in args.systems.split(",") if x.strip()]
+    unknown = set(args.system_list) - {*SYSTEMS, "direct"}
+    if unknown:
+        ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -266,16 +304,21 @@ def main() -> None:
         for name, (url, _, _) in servers.items():
             run_load(url, (theirs if name == "llama_cpp.server" else ours)[:2], 1, stream=True)
         for rnd in range(args.rounds):
-            direct = run_direct(llm, prompts, args.max_tokens)
-            results.append({"round": rnd, "system": "direct", "concurrency": 1, "load": os.getloadavg()[0], **direct})
-            print(f"round {rnd} direct: {direct['tokens_per_s']} tok/s p95 {direct['p95_ms']} ms", file=sys.stderr)
+            if "direct" in args.system_list:
+                direct = run_direct(llm, prompts, args.max_tokens)
+                results.append({"round": rnd, "system": "direct", "concurrency": 1, "load": os.getloadavg()[0], **direct})
+                print(f"round {rnd} direct: {direct['tokens_per_s']} tok/s p95 {direct['p95_ms']} ms", file=sys.stderr)
             for c in args.level_list:
                 order = list(servers)
                 if (rnd + c) % 2:
                     order.reverse()
                 for name in order:
                     url = servers[name][0]
+                    before = batch_counters(url) if name == "llmtools --parallel" else {}
                     res = run_load(url, theirs if name == "llama_cpp.server" else ours, c, stream=True)
+                    if before:
+                        res["batch_profile"] = profile_delta(before, batch_counters(url), res["wall_s"])
+                        print(f"  batcher: {res['batch_profile']}", file=sys.stderr)
                     results.append({"round": rnd, "system": name, "concurrency": c, "load": os.getloadavg()[0], **res})
                     print(f"round {rnd} {name} c={c}: {res['tokens_per_s']} tok/s p50 {res['p50_ms']} p95 {res['p95_ms']} "
                           f"ttft {res['ttft_p50_ms']} ms {res['statuses']}", file=sys.stderr)
@@ -318,8 +361,9 @@ def report(results: list[dict], probe_res: dict | None, args, path: str) -> None
           f"load average {min(loads):.1f}-{max(loads):.1f}\n")
     print("| clients | system | tokens/s | p50 latency ms | p95 latency ms | TTFT p50 ms | non-200 | vs direct | vs own 1-client | vs llama_cpp.server | vs probe B=N |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| 1 | direct llama-cpp-python | {direct['tps']:.1f} | {direct['p50']:.0f} | {direct['p95']:.0f} | "
-          f"{direct['ttft']:.0f} | 0 | 1.00x | | | |")
+    if direct:
+        print(f"| 1 | direct llama-cpp-python | {direct['tps']:.1f} | {direct['p50']:.0f} | {direct['p95']:.0f} | "
+              f"{direct['ttft']:.0f} | 0 | 1.00x | | | |")
     for c in args.level_list:
         theirs = agg("llama_cpp.server", c)
         for name in SYSTEMS:
@@ -328,11 +372,12 @@ def report(results: list[dict], probe_res: dict | None, args, path: str) -> None
                 continue
             own = agg(name, args.level_list[0])
             vs_theirs = f"{row['tps'] / theirs['tps']:.2f}x" if theirs and theirs["tps"] else ""
+            vs_direct = f"{row['tps'] / direct['tps']:.2f}x" if direct else ""
             vs_probe = ""
             if probe_res and name == "llmtools --parallel":
                 vs_probe = f"{row['tps'] / statistics.median(probe_res['tps'][c]):.2f}x"
             print(f"| {c} | {name} | {row['tps']:.1f} | {row['p50']:.0f} | {row['p95']:.0f} | {row['ttft']:.0f} | "
-                  f"{row['errors']} | {row['tps'] / direct['tps']:.2f}x | "
+                  f"{row['errors']} | {vs_direct} | "
                   f"{row['tps'] / own['tps'] if own['tps'] else float('nan'):.2f}x | {vs_theirs} | {vs_probe} |")
     if probe_res:
         base = statistics.median(probe_res["tps"][1])

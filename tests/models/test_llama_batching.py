@@ -111,8 +111,35 @@ def test_more_requests_than_slots_all_finish_and_free_their_kv(backend, batcher)
         time.sleep(0.01)
     assert b.running == 0 and b.queued == 0
     lc = backend.llama_cpp
-    for slot in range(2):  # every KV slot is empty again
-        assert lc.llama_memory_seq_pos_max(b._mem, slot) == -1
+    for slot in range(2):  # each slot's stream holds exactly what it keeps for prefix reuse
+        assert lc.llama_memory_seq_pos_max(b._mem, slot) == len(b._cached[slot]) - 1 > 0
+    u = batcher(parallel=2, unified=True)  # a unified cache frees a leaving sequence's cells
+    run_all(u, PROMPTS[:3], [GenerationParams(max_tokens=3)] * 3)
+    deadline = time.monotonic() + 10
+    while u.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for slot in range(2):
+        assert lc.llama_memory_seq_pos_max(u._mem, slot) == -1 and not u._cached[slot]
+
+
+def test_a_slot_reuses_a_shared_prefix_and_gives_the_same_text(backend, batcher):
+    """Two chat requests share the template's system prompt: the second evaluates only what
+    differs, and its seeded text is the same as from a batcher that held nothing."""
+    first, second = (backend.apply_chat_template([{"role": "user", "content": q}])
+                     for q in ("Name a colour.", "Write a line about the moon."))
+    params = seeded(3)
+    want = batcher(parallel=2).generate(second, params)
+    b = batcher(parallel=2)
+    b.generate(first, GenerationParams(max_tokens=4))
+    assert b.reused == 0
+    got = b.generate(second, params)
+    n_first = len(backend.tokenize(first, add_special=True))
+    assert 10 < b.reused < n_first
+    assert (got.text, got.prompt_tokens, got.completion_tokens) == (want.text, want.prompt_tokens, want.completion_tokens)
+    # the same prompt again: everything but its last token comes from the cache
+    before = b.reused
+    again = b.generate(second, params)
+    assert b.reused - before == got.prompt_tokens - 1 and again.text == want.text
 
 
 def test_stream_yields_tokens_as_they_come_and_ends_with_counts(batcher):
@@ -159,13 +186,18 @@ def test_a_long_prompt_is_evaluated_in_chunks_between_decode_steps(backend, batc
     long_prompt = " ".join(f"item{i}" for i in range(515))
     n_long = len(backend.tokenize(long_prompt, add_special=True))
     assert 1900 <= n_long < 2048
-    # one chunk's time, measured alone: a prompt of at most one chunk, one token generated
-    one_chunk = backend.detokenize(backend.tokenize(long_prompt)[: chunk - 16])
-    assert len(backend.tokenize(one_chunk, add_special=True)) <= chunk
-    b.generate(one_chunk, GenerationParams(max_tokens=1))  # warm-up
+    # one chunk's time, measured alone: a prompt of at most one chunk, one token generated (prompts
+    # that share no prefix with each other or the long one, so no slot's cache shortens them)
+    def one_chunk(word: str) -> str:
+        text = backend.detokenize(backend.tokenize(" ".join(f"{word}{i}" for i in range(200)))[: chunk - 16])
+        assert len(backend.tokenize(text, add_special=True)) <= chunk
+        return text
+
+    b.generate(one_chunk("warm"), GenerationParams(max_tokens=1))  # warm-up
     t0 = time.monotonic()
-    b.generate(one_chunk, GenerationParams(max_tokens=1))
+    b.generate(one_chunk("timed"), GenerationParams(max_tokens=1))
     chunk_s = time.monotonic() - t0
+    assert b.reused <= 2  # (a BOS token at most)
 
     stamps: list[list[float]] = [[] for _ in range(4)]
     done = threading.Semaphore(0)
@@ -188,3 +220,19 @@ def test_a_long_prompt_is_evaluated_in_chunks_between_decode_steps(backend, batc
     # ... and no next token waited much longer than one chunk (plus a decode step): generous, x3,
     # for a loaded shared machine; the whole prompt is n_chunks (8) chunks
     assert max(gaps) < 3 * chunk_s + 0.5, (max(gaps), chunk_s, t_long_end - t_long)
+
+
+def test_a_prefix_is_copied_from_a_running_sequence_into_an_empty_slot(backend, batcher):
+    """16 chat requests arriving on empty slots: the second takes the shared system prompt from
+    the first one's stream instead of evaluating it, and draws the same text."""
+    first, second = (backend.apply_chat_template([{"role": "user", "content": q}])
+                     for q in ("Tell me a long story about a dragon.", "Write a line about the moon."))
+    params = seeded(5)
+    want = batcher(parallel=2).generate(second, params)
+    b = batcher(parallel=2)
+    running = b.stream(first, GenerationParams(max_tokens=200, temperature=0.0))
+    next(running)  # the first request holds slot 0 and is decoding
+    got = b.generate(second, params)
+    running.close()
+    assert b.copied == 1 and b.reused > 10
+    assert (got.text, got.prompt_tokens, got.completion_tokens) == (want.text, want.prompt_tokens, want.completion_tokens)

@@ -42,6 +42,16 @@ def test_smollm2_http_matches_direct_llama_cpp_and_streams(tmp_path):
                                                      stream_options={"include_usage": True}))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
         assert chunks[-1].usage.completion_tokens == chat.usage.completion_tokens
+
+        # the continuous batcher's step timing and token counters (serve --parallel, the default)
+        values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                  for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith("llmtools_batch_")}
+        assert values['llmtools_batch_step_seconds_total{phase="decode"}'] > 0
+        decoded = values['llmtools_batch_tokens_total{kind="decode"}']
+        assert 0 < decoded <= comp.usage.completion_tokens + 2 * chat.usage.completion_tokens
+        # the streamed chat repeated the first chat's prompt: all but its last token came from the slot's cache
+        evaluated = values['llmtools_batch_tokens_total{kind="prompt"}']
+        assert chat.usage.prompt_tokens < evaluated <= comp.usage.prompt_tokens + chat.usage.prompt_tokens + 1
     finally:
         assert srv.stop() == 0
     records = [json.loads(line) for line in log.read_text().splitlines()]

@@ -11,8 +11,18 @@ are shared, not loaded twice) with `parallel` sequence slots, and one thread tha
 - **decode**: every sequence that has a token to evaluate adds that one token to one batch; one
   `llama_decode` evaluates them all, and each sequence samples from its own logits row.
 - **leave**: a sequence that ends (end-of-generation token, a stop sequence, `max_tokens`, a full
-  context) or whose caller gave up (`cancelled()` is checked before every step) leaves at once and
-  its KV cells are freed (`llama_memory_seq_rm`), so the slot takes the next request.
+  context) or whose caller gave up (`cancelled()` is checked before every step) leaves at once, so
+  the slot takes the next request at the next step.
+- **prefix reuse**: a slot's KV stream keeps what its last sequence evaluated. A joining request
+  takes the free slot whose cached tokens share the longest prefix with its prompt, drops the rest
+  (`llama_memory_seq_rm`) and evaluates only the tokens after the shared prefix (at least its last
+  prompt token). Chat requests share the template's system prompt, so most of their prompt is not
+  evaluated again; llama.cpp's own server does the same per slot. If a *running* sequence holds
+  a prefix at least `COPY_MIN` tokens longer (a burst of requests on empty slots), its stream is
+  copied into the new slot (`llama_memory_seq_cp`: one copy of the stream at the next
+  `llama_decode`) and trimmed to the shared prefix. A failed `llama_decode` empties
+  the slots it touched; with a unified cache (`unified=True`, whose cells all slots share) a
+  leaving sequence's cells are freed at once instead.
 
 Each sequence has its own sampler chain (top_k, top_p, temperature, seed: the chain
 llama-cpp-python's `create_completion` builds, with min_p and repeat_penalty off), its own stop
@@ -48,6 +58,7 @@ from llmtools.errors import LLMToolsError
 from llmtools.models.base import Chunk, Completion, GenerationParams
 
 DEFAULT_CHUNK = 256
+COPY_MIN = 8  # a prefix this much longer in another slot is copied rather than evaluated
 
 
 class Cancelled(Exception):
@@ -65,6 +76,21 @@ class SeqRequest:
     cancelled: Callable[[], bool] = lambda: False
     t_submit: float = field(default_factory=time.monotonic)
     t_first: float | None = None  # when the first token was sampled
+
+
+class StepTimes:
+    """Where the batcher's thread spends its time, summed over steps (seconds); `steps` counts
+    the steps that evaluated something. Cheap enough to keep on: a few perf_counter calls a step."""
+
+    __slots__ = ("steps", "decode_steps", "decoded", "prefilled", "build", "decode", "prefill", "sample", "emit",
+                 "idle")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0 if name in ("steps", "decode_steps", "decoded", "prefilled") else 0.0)
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class _Seq:
@@ -107,6 +133,7 @@ class ContinuousBatcher:
         chunk: int = DEFAULT_CHUNK,
         on_step: Callable[[int, int], None] | None = None,
         name: str = "llmtools-batch",
+        unified: bool = False,
     ):
         if parallel < 1:
             raise ValueError("parallel must be >= 1")
@@ -124,7 +151,7 @@ class ContinuousBatcher:
         params.n_seq_max = self.parallel
         params.n_threads = int(backend._kwargs["n_threads"])
         params.n_threads_batch = int(backend._kwargs["n_threads_batch"])
-        params.kv_unified = False  # one KV stream per slot: see "Context" above
+        params.kv_unified = bool(unified)  # default: one KV stream per slot, see "Context" above
         # the kernels of the backend's own context (flash attention off in llama_cpp.Llama), so a
         # greedy request gives the same tokens here as on the one-at-a-time path
         params.flash_attn_type = backend.llm.context_params.flash_attn_type
@@ -146,12 +173,20 @@ class ContinuousBatcher:
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self._free = list(range(self.parallel))
+        self.unified = bool(unified)
+        # per slot, the tokens whose KV its stream holds at positions 0.. (kept after a sequence
+        # leaves, so the next request on that slot skips the prefix it shares: the chat
+        # template's system prompt, a repeated prompt); always empty with a unified cache
+        self._cached: list[list[int]] = [[] for _ in range(self.parallel)]
+        self.reused = 0  # prompt tokens not evaluated again thanks to that
+        self.copied = 0  # prefixes copied from another slot's stream
         self._active: list[_Seq] = []
         self._waiting: deque[SeqRequest] = deque()
         self._cv = threading.Condition()
         self._closing = False
         self._drain = True
         self.steps = 0
+        self.times = StepTimes()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -222,8 +257,11 @@ class ContinuousBatcher:
         try:
             while True:
                 with self._cv:
-                    while not self._waiting and not self._active and not self._closing:
-                        self._cv.wait()
+                    if not self._waiting and not self._active and not self._closing:
+                        t_idle = time.perf_counter()
+                        while not self._waiting and not self._active and not self._closing:
+                            self._cv.wait()
+                        self.times.idle += time.perf_counter() - t_idle
                     if not self._drain:
                         dropped, self._waiting = list(self._waiting), deque()
                     else:
@@ -245,7 +283,7 @@ class ContinuousBatcher:
                     self._step()
                 except Exception as exc:  # noqa: BLE001 - fail what ran, keep serving the rest
                     for seq in list(self._active):
-                        self._leave(seq, exc)
+                        self._leave(seq, exc, keep=False)
         finally:
             self._release()
 
@@ -268,7 +306,46 @@ class ContinuousBatcher:
             self._give_back(slot)
             _call(req.on_done, exc)
             return
-        self._active.append(_Seq(req, slot, ids, chain, params.stop))
+        slot, reuse = self._best_slot(slot, ids)
+        if not self.unified:
+            # a running sequence holds a longer prefix (16 chat requests arriving on empty
+            # slots): copy its stream into this slot, then drop what is not shared. llama.cpp
+            # copies a whole stream (one memcpy at the next llama_decode), far cheaper than
+            # evaluating the prefix again.
+            src, n = max(((s.slot, _shared(self._cached[s.slot], ids)) for s in self._active), key=lambda x: x[1],
+                         default=(slot, 0))
+            if n >= reuse + COPY_MIN:
+                self.llama_cpp.llama_memory_seq_cp(self._mem, src, slot, -1, -1)
+                self._cached[slot] = list(self._cached[src])
+                reuse = n
+                self.copied += 1
+        seq = _Seq(req, slot, ids, chain, params.stop)
+        cached = self._cached[slot]
+        self.llama_cpp.llama_memory_seq_rm(self._mem, slot, reuse, -1)
+        del cached[reuse:]
+        seq.n_evaluated = seq.pos = reuse
+        self.reused += reuse
+        self._active.append(seq)
+
+    def _best_slot(self, slot: int, ids: list[int]) -> tuple[int, int]:
+        """The free slot (this one or another free one) whose cached tokens share the longest
+        prefix with `ids`, and how many of them to keep (at least the last prompt token is always
+        evaluated again, for its logits)."""
+
+        def shared(k: int) -> int:
+            return _shared(self._cached[k], ids)
+
+        with self._cv:
+            best, best_n = slot, shared(slot)
+            for k in self._free:
+                n = shared(k)
+                if n > best_n:
+                    best, best_n = k, n
+            if best != slot:
+                self._free.remove(best)
+                self._free.append(slot)
+                self._free.sort()
+        return best, best_n
 
     def _sampler(self, params: GenerationParams) -> Any:
         lc = self.llama_cpp
@@ -308,6 +385,8 @@ class ContinuousBatcher:
             n_tokens += size
             n_prefill += 1
         self.steps += 1
+        if decoding or n_prefill:
+            self.times.steps += 1
         if self.on_step is not None and (decoding or n_prefill):
             self.on_step(len(decoding) + n_prefill, n_tokens)
 
@@ -329,27 +408,46 @@ class ContinuousBatcher:
         if rc != 0:
             err = LLMToolsError(f"llama.cpp: llama_decode failed (code {rc}) for a batch of {n} tokens")
             for seq in seqs:
-                self._leave(seq, err)
+                self._leave(seq, err, keep=False)
             return False
         return True
 
     def _decode_step(self, seqs: list[_Seq]) -> int:
+        t = self.times
+        t0 = time.perf_counter()
         for i, seq in enumerate(seqs):
             self._fill(i, seq.last, seq.pos, seq.slot, True)
-        if not self._decode(len(seqs), seqs):
+        t1 = time.perf_counter()
+        ok = self._decode(len(seqs), seqs)
+        t2 = time.perf_counter()
+        t.build += t1 - t0
+        t.decode += t2 - t1
+        if not ok:
             return 0
+        t.decode_steps += 1
+        t.decoded += len(seqs)
+        sample = self.llama_cpp.llama_sampler_sample
         for i, seq in enumerate(seqs):
+            self._cached[seq.slot].append(seq.last)
             seq.pos += 1
-            self._take(seq, self.llama_cpp.llama_sampler_sample(seq.chain, self._ctx, i))
+            t3 = time.perf_counter()
+            token = sample(seq.chain, self._ctx, i)
+            t.sample += time.perf_counter() - t3
+            self._take(seq, token)
         return len(seqs)
 
     def _prefill(self, seq: _Seq, size: int) -> None:
         start = seq.n_evaluated
         last = start + size == seq.n_prompt
+        t0 = time.perf_counter()
         for i in range(size):
             self._fill(i, seq.ids[start + i], start + i, seq.slot, last and i == size - 1)
-        if not self._decode(size, [seq]):
+        ok = self._decode(size, [seq])
+        self.times.prefill += time.perf_counter() - t0
+        if not ok:
             return
+        self.times.prefilled += size
+        self._cached[seq.slot].extend(seq.ids[start:start + size])
         seq.n_evaluated += size
         seq.pos = seq.n_evaluated
         if last:
@@ -377,7 +475,9 @@ class ContinuousBatcher:
     def _emit(self, seq: _Seq, text: str) -> None:
         if text:
             seq.parts.append(text)
+            t0 = time.perf_counter()
             _call(seq.req.on_text, text)
+            self.times.emit += time.perf_counter() - t0
 
     def _finish(self, seq: _Seq, reason: str) -> None:
         if not seq.scanner.stopped:
@@ -387,11 +487,15 @@ class ContinuousBatcher:
                 reason = "stop"
         self._leave(seq, Completion("".join(seq.parts), seq.n_prompt, seq.n_generated, reason))
 
-    def _leave(self, seq: _Seq, outcome: Any) -> None:
+    def _leave(self, seq: _Seq, outcome: Any, keep: bool = True) -> None:
         lc = self.llama_cpp
         if seq in self._active:
             self._active.remove(seq)
-        lc.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        if self.unified or not keep:
+            # a unified cache shares its cells: free them; after a failed llama_decode what the
+            # stream holds is not known
+            lc.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+            self._cached[seq.slot].clear()
         if seq.chain is not None:
             lc.llama_sampler_free(seq.chain)
             seq.chain = None
@@ -417,6 +521,17 @@ class ContinuousBatcher:
             lc.llama_batch_free(self._batch)
             lc.llama_free(self._ctx)
             self._ctx = None
+
+
+def _shared(cached: list[int], ids: list[int]) -> int:
+    """How many leading tokens of `ids` a stream holding `cached` can keep: the common prefix,
+    less the last prompt token at least (it is evaluated again for its logits)."""
+    n = 0
+    for a, b in zip(cached, ids):
+        if a != b:
+            break
+        n += 1
+    return min(n, len(ids) - 1)
 
 
 def _call(callback: Callable[[Any], None] | None, value: Any) -> None:

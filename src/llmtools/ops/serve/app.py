@@ -58,7 +58,8 @@ class ServeState:
         self.limiter = Limiter(config.max_concurrency, config.max_queue)
         kw = {"health_check": health_check} if health_check is not None else {}
         self.manager = ModelManager(loader, self._make_runner, config.keep, on_event=self.say, **kw)
-        self.metrics = Metrics(queue_depth=self._queue_depth, in_flight=lambda: self.limiter.admitted)
+        self.metrics = Metrics(queue_depth=self._queue_depth, in_flight=lambda: self.limiter.admitted,
+                               batch_times=self._batch_times)
         self.log = RequestLog(config.log_path, config.log_content) if config.log_path else None
         self.draining = False
         self.fatal: BaseException | None = None
@@ -72,6 +73,10 @@ class ServeState:
                                   on_step=self.metrics.observe_step)
         return SlotRunner(backend, max_batch=cfg.micro_batch, workers=cfg.max_concurrency, name=f"v{version}",
                           on_batch=lambda n: self.metrics.batch_size.observe(n))
+
+    def _batch_times(self) -> list:
+        runners = [slot.runner for slot in self.manager.slots()]
+        return [r.batcher.times for r in runners if hasattr(getattr(r, "batcher", None), "times")]
 
     def _queue_depth(self) -> float:
         return float(sum(slot.runner.queued for slot in self.manager.slots()))

@@ -10,8 +10,44 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+class _BatchTimes:
+    """Counters read at scrape time from the continuous batchers' own step timing
+    (llama_batching.StepTimes), summed over the loaded model versions."""
+
+    PHASES = ("decode", "prefill", "sample", "emit", "build")
+
+    def __init__(self, times: Callable[[], list]):
+        self.times = times
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        seconds = CounterMetricFamily(
+            "llmtools_batch_step_seconds",
+            "Time the continuous batcher's thread spent per phase: decode (llama_decode of a step's sampled tokens), "
+            "prefill (prompt chunks), sample, emit (handing text to the HTTP streams), build (filling the batch).",
+            labels=["phase"],
+        )
+        tokens = CounterMetricFamily("llmtools_batch_tokens", "Tokens the continuous batcher evaluated, by kind.",
+                                     labels=["kind"])
+        steps = CounterMetricFamily("llmtools_batch_steps", "Continuous-batching steps that decoded tokens.")
+        all_times = self.times()
+        for phase in self.PHASES:
+            seconds.add_metric([phase], sum(getattr(t, phase) for t in all_times))
+        tokens.add_metric(["decode"], sum(t.decoded for t in all_times))
+        tokens.add_metric(["prompt"], sum(t.prefilled for t in all_times))
+        steps.add_metric([], sum(t.decode_steps for t in all_times))
+        yield seconds
+        yield tokens
+        yield steps
+
+
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], float], in_flight: Callable[[], float]):
+    def __init__(self, queue_depth: Callable[[], float], in_flight: Callable[[], float],
+                 batch_times: Callable[[], list] | None = None):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         r = self.registry = CollectorRegistry(auto_describe=True)
@@ -49,6 +85,8 @@ class Metrics:
         queue.set_function(queue_depth)
         flight = Gauge("llmtools_requests_in_flight", "Admitted requests, waiting or running.", registry=r)
         flight.set_function(in_flight)
+        if batch_times is not None:
+            r.register(_BatchTimes(batch_times))
 
     def observe(self, endpoint: str, status: int, latency_s: float, ttft_s: float | None, error: str | None,
                 model: str | None, prompt_tokens: int | None, completion_tokens: int | None) -> None:
