@@ -177,7 +177,8 @@ def test_against_joined_by_band_key_matches_broadcast_and_local(spark, small, tm
         assert outs["join"][0] == local.stdout_bytes
         assert outs["join"][1] == sorted(local_rej.read_bytes().splitlines())
         hits = [orjson.loads(x) for x in local_rej.read_bytes().splitlines() if b'"contaminated"' in x]
-        assert len(hits) >= 20 and {h["dup_of"] for h in hits} >= {"ref-0", f"{refs}:1"}
+        named = {h["dup_of"] for h in hits}
+        assert len(hits) >= 20 and any(str(x).startswith("ref-") for x in named) and f"{refs}:1" in named
     else:
         marked = [orjson.loads(x) for x in outs["join"][0].splitlines()]
         want = [orjson.loads(x) for x in local.stdout_bytes.splitlines()]
