@@ -177,13 +177,14 @@ def test_against_joined_by_band_key_matches_broadcast_and_local(spark, small, tm
         assert outs["join"][0] == local.stdout_bytes
         assert outs["join"][1] == sorted(local_rej.read_bytes().splitlines())
         hits = [orjson.loads(x) for x in local_rej.read_bytes().splitlines() if b'"contaminated"' in x]
-        named = {h["dup_of"] for h in hits}
-        assert len(hits) >= 20 and any(str(x).startswith("ref-") for x in named) and f"{refs}:1" in named
+        named = {h["dup_of"] for h in hits}  # no --id-field: references are named file:line
+        assert len(hits) >= 20 and f"{refs}:1" in named and all(x.startswith(f"{refs}:") for x in named)
     else:
         marked = [orjson.loads(x) for x in outs["join"][0].splitlines()]
         want = [orjson.loads(x) for x in local.stdout_bytes.splitlines()]
         got_hits = {r["id"]: r["contaminated"] for r in marked if "contaminated" in r}
         assert got_hits == {r["id"]: r["contaminated"] for r in want if "contaminated" in r} and len(got_hits) >= 20
+        assert any(h["ref"].startswith("ref-") for h in got_hits.values())  # --id-field names references by id
 
 
 def test_against_mode_by_size_and_conf(tmp_path):
