@@ -142,3 +142,77 @@ def test_near_dedup_of_20k_documents_agrees_with_local_and_the_truth(spark, tmp_
     # more: copies that match another copy of their group but missed the kept one's LSH bands,
     # which connected components join and the local greedy pass does not.
     assert len(removed_spark & removed_local) / len(removed_local) >= 0.99
+
+
+@pytest.mark.sysdep("java")
+@pytest.mark.parametrize("flags", [["--exact"], ["--mark", "--id-field", "id", "--against-threshold", "0.7"]])
+def test_against_joined_by_band_key_matches_broadcast_and_local(spark, small, tmp_path, monkeypatch, flags):
+    """References above the size limit are signed on the cluster and joined to the records by
+    band key: the same hits (and ids, similarities, line numbers) as the broadcast copy and the
+    local command; with more hits than the broadcast limit they are merged in by a sort."""
+    from llmtools.engines import spark_dedup
+
+    refs = tmp_path / "refs.jsonl"
+    texts = [orjson.loads(line)["text"] for line in small[1].read_bytes().splitlines()[:60] if b'"text"' in line]
+    # near copies (a word changed at the end), exact copies, a blank line, one with an id
+    lines = [orjson.dumps({"text": t + " extra"}) + b"\n" for t in texts[:10]] + [b"\n"]
+    lines += [orjson.dumps({"text": t, "id": f"ref-{i}"}) + b"\n" for i, t in enumerate(texts[10:25])]
+    refs.write_bytes(b"".join(lines))
+    args = ["dedup", *flags, "--against", refs, "--on-error", "skip", "-q"]
+    local_rej = tmp_path / "local.jsonl"
+    local = run_cli([*args, "--rejects", local_rej, *small])
+    assert local.exit_code == 0, local.stderr
+    outs = {}
+    for name, size_limit, hit_limit in [("broadcast", 1 << 40, None), ("join", 0, None), ("join-merge", 0, 0)]:
+        monkeypatch.setattr(spark_dedup, "AGAINST_BROADCAST_BYTES", size_limit)
+        if hit_limit is not None:
+            monkeypatch.setattr(spark_dedup, "BROADCAST_LIMIT", hit_limit)
+        res = run_cli([*args, "--engine", "spark", "-o", tmp_path / name, "--rejects", tmp_path / f"r-{name}", *small])
+        assert res.exit_code == 0, res.stderr
+        manifest = orjson.loads((tmp_path / name / "llmtools-manifest.json").read_bytes())
+        assert manifest["params"]["against_by"] == name.split("-")[0]
+        outs[name] = (parts(tmp_path / name), sorted(parts(tmp_path / f"r-{name}").splitlines()))
+    assert outs["join"] == outs["broadcast"] == outs["join-merge"]
+    if "--exact" in flags:
+        assert outs["join"][0] == local.stdout_bytes
+        assert outs["join"][1] == sorted(local_rej.read_bytes().splitlines())
+        hits = [orjson.loads(x) for x in local_rej.read_bytes().splitlines() if b'"contaminated"' in x]
+        named = {h["dup_of"] for h in hits}  # no --id-field: references are named file:line
+        assert len(hits) >= 20 and f"{refs}:1" in named and all(x.startswith(f"{refs}:") for x in named)
+    else:
+        marked = [orjson.loads(x) for x in outs["join"][0].splitlines()]
+        want = [orjson.loads(x) for x in local.stdout_bytes.splitlines()]
+        got_hits = {r["id"]: r["contaminated"] for r in marked if "contaminated" in r}
+        assert got_hits == {r["id"]: r["contaminated"] for r in want if "contaminated" in r} and len(got_hits) >= 20
+        assert any(h["ref"].startswith("ref-") for h in got_hits.values())  # --id-field names references by id
+
+
+def test_against_mode_by_size_and_conf(tmp_path):
+    from types import SimpleNamespace
+
+    from llmtools.engines import spark_dedup
+    from llmtools.errors import UsageError
+
+    ref = tmp_path / "r.jsonl"
+    ref.write_bytes(b'{"text": "x"}\n' * 100)  # 1,400 bytes
+
+    class Run:
+        def __init__(self, conf):
+            self.sc = SimpleNamespace(getConf=lambda: SimpleNamespace(get=lambda k, d=None: conf.get(k, d)))
+
+        def resolve(self, paths):
+            return [(p, p) for p in paths]
+
+        def _fs(self, uri):
+            return SimpleNamespace(getFileStatus=lambda p: SimpleNamespace(getLen=lambda: ref.stat().st_size)), uri
+
+    opts = SimpleNamespace(against=(str(ref),), containment=None)
+    assert spark_dedup._against_mode(Run({}), opts) == "broadcast"
+    assert spark_dedup._against_mode(Run({"spark.llmtools.dedup.againstBroadcastBytes": "1000"}), opts) == "join"
+    assert spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "join"}), opts) == "join"
+    assert spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "broadcast",
+                                          "spark.llmtools.dedup.againstBroadcastBytes": "0"}), opts) == "broadcast"
+    with pytest.raises(UsageError):
+        spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "sometimes"}), opts)
+    with pytest.raises(UsageError):
+        spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "join"}), SimpleNamespace(against=opts.against, containment=0.5))

@@ -200,9 +200,11 @@ class SparkRun:
             raise UsageError(f"{option} {path}: already exists; remove it or name a new folder")
         return uri
 
-    def read(self, files: list[tuple[str, str]]) -> tuple[Any, list[int]]:
-        """(RDD of raw lines as bytes, the file index of each of its partitions)."""
-        rdds = [self.sc.textFile(uri, use_unicode=False) for _, uri in files]
+    def read(self, files: list[tuple[str, str]], min_partitions: int | None = None) -> tuple[Any, list[int]]:
+        """(RDD of raw lines as bytes, the file index of each of its partitions). Each file is
+        split at least `min_partitions` ways (Spark's default: 2), and more when it is larger
+        than a block."""
+        rdds = [self.sc.textFile(uri, min_partitions, use_unicode=False) for _, uri in files]
         part_file = [i for i, rdd in enumerate(rdds) for _ in range(rdd.getNumPartitions())]
         return (rdds[0] if len(rdds) == 1 else self.sc.union(rdds)), part_file
 

@@ -66,18 +66,30 @@ def _shingler(opts: Any) -> Any:
     return _SHINGLERS[key]
 
 
+def _band_table(num_perm: int, bands: int, rows: int) -> Any:
+    """The local index's band hashing (its table stays empty: only `keys` is used here)."""
+    key = ("bands", num_perm, bands, rows)
+    if key not in _SHINGLERS:
+        from llmtools.ops.dedup.bands import BandTable
+
+        _SHINGLERS[key] = BandTable(num_perm, bands, rows)
+    return _SHINGLERS[key]
+
+
 # --------------------------------------------------------------------------- stage 1: per partition
 
 
 class SignTask:
     """Records of one partition -> items, in input order:
-    ("r", order, record json, text length (-1: no text), key, band keys, id, contaminated, shingles)
+    ("r", order, record json, text length (-1: no text), key, band keys, id, contaminated, shingles,
+     (--against band keys, shingle set) when the references are joined by band key)
     ("x", order, reject entry) for a bad line."""
 
     def __init__(self, opts: Any, bands: tuple[int, int] | None, refs: Any, sources: list[str], part_file: list[int],
-                 acc: Accumulators, job_kw: dict) -> None:
+                 acc: Accumulators, job_kw: dict, against_bands: tuple[int, int] | None = None) -> None:
         self.opts, self.bands, self.refs = opts, bands, refs
         self.sources, self.part_file, self.acc, self.job_kw = sources, part_file, acc, job_kw
+        self.against_bands = against_bands
 
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
         seen = [0]
@@ -109,8 +121,6 @@ class SignTask:
         self.acc.lines.add({gp: seen[0]})
 
     def _sign(self, base: int, chunk: list[tuple[int, Any, Any]]) -> Iterator[tuple]:
-        import hashlib
-
         from llmtools.ops import dedup as ops
 
         opts = self.opts
@@ -121,24 +131,26 @@ class SignTask:
         bands: dict[int, tuple] = {}
         sets: dict[int, bytes] = {}
         hits: dict[int, Any] = {}
-        if live and (opts.mode == "near" or self.refs is not None):
+        against: dict[int, tuple] = {}
+        if live and (opts.mode == "near" or self.refs is not None or self.against_bands is not None):
             import numpy as np
 
             sh = _shingler(opts)
             h, starts = sh.shingle_arrays([texts[i] for i in live])
             sigs = sh.minhash_arrays(h, starts)
             runs = np.split(h, starts[1:])
-            for i, sig, run in zip(live, sigs, runs):
+            # The band keys of the local index (ops/dedup/bands.py: 60-bit keys, a batch at a
+            # time in numpy), so the same pairs become candidates.
+            band_keys = _band_table(opts.num_perm, *self.bands).keys(sigs) if opts.mode == "near" else None
+            ref_keys = _band_table(opts.num_perm, *self.against_bands).keys(sigs) if self.against_bands else None
+            for n, (i, sig, run) in enumerate(zip(live, sigs, runs)):
                 if self.refs is not None:
                     hits[i] = self.refs.check(run, sig)
-                if opts.mode == "near":
-                    raw = keys[i] = sig.tobytes()
-                    b, r = self.bands  # type: ignore[misc]
-                    # A band's key: its r values (as datasketch's LSH keys them) and its index,
-                    # hashed to 64 bits the same way in every process.
-                    bands[i] = tuple(int.from_bytes(hashlib.blake2b(j.to_bytes(2, "little") + raw[j * r * 4:(j + 1) * r * 4],
-                                                                    digest_size=8).digest(), "little", signed=True)
-                                     for j in range(b))
+                if ref_keys is not None:
+                    against[i] = (ref_keys[n], np.unique(run).tobytes())
+                if band_keys is not None:
+                    keys[i] = sig.tobytes()
+                    bands[i] = band_keys[n]
                     if opts.verify:
                         sets[i] = np.unique(run).tobytes()
         if opts.mode == "exact":
@@ -151,7 +163,7 @@ class SignTask:
             rid = get_field(rec, id_field) if id_field else None
             text = texts[i]
             yield ("r", base | line, dumps(rec), -1 if text is None else len(text), keys.get(i), bands.get(i), rid,
-                   hits.get(i), sets.get(i))
+                   hits.get(i), sets.get(i), against.get(i))
 
 
 # --------------------------------------------------------------------------- stage 2: pairs
@@ -303,7 +315,7 @@ class Emit:
                 entry["line"] = self.where(item[1])[1]
                 yield (1, dumps(entry))
                 continue
-            _, order, raw, length, _key, _bands, rid, hit, _set = item
+            _, order, raw, length, _key, _bands, rid, hit, _set, _against = item
             if length < 0:
                 counts["unchecked"] += 1
                 counts["out"] += 1
@@ -378,6 +390,174 @@ class Emit:
         return self.run(stream(), lambda order: pending.pop(order, None))
 
 
+# --------------------------------------------------------------------------- --against
+
+
+AGAINST_BROADCAST_BYTES = 256 << 20  # reference files up to this size: broadcast; above: joined by band key
+
+
+def _against_mode(spark_run: SparkRun, opts: Any) -> str:
+    """'broadcast' (every executor gets the local reference index) or 'join' (references
+    signed on the cluster and joined to the records by band key): by the size of the
+    reference files, or as `spark.llmtools.dedup.against` (auto|broadcast|join) says."""
+    conf = spark_run.sc.getConf()
+    mode = conf.get("spark.llmtools.dedup.against", "auto")
+    if mode not in ("auto", "broadcast", "join"):
+        raise UsageError(f"spark.llmtools.dedup.against={mode}: expected auto, broadcast or join")
+    if opts.containment is not None:
+        if mode == "join":
+            raise UsageError("spark.llmtools.dedup.against=join is for Jaccard references; --containment references "
+                             "are always broadcast (LSH Ensemble)")
+        return "broadcast"
+    if mode != "auto":
+        return mode
+    limit = int(conf.get("spark.llmtools.dedup.againstBroadcastBytes", str(AGAINST_BROADCAST_BYTES)))
+    size = 0
+    for _name, uri in spark_run.resolve(opts.against):
+        fs, path = spark_run._fs(uri)
+        size += int(fs.getFileStatus(path).getLen())
+    return "join" if size > limit else "broadcast"
+
+
+class RefTask:
+    """Reference lines of one partition -> (order, pickled id or None, band keys, shingle set),
+    parsed and checked as the local References does (a bad reference line ends the run)."""
+
+    def __init__(self, opts: Any, bands: tuple[int, int], sources: list[str], part_file: list[int], acc: Accumulators) -> None:
+        self.opts, self.bands, self.sources, self.part_file, self.acc = opts, bands, sources, part_file, acc
+
+    def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
+        from llmtools.io import loads_line
+
+        opts = self.opts
+        seen = [0]
+        chunk: list[tuple[int, Any, str]] = []
+        for line, raw in numbered_lines(lines, seen):
+            value, reason = loads_line(raw)
+            if reason is None and not isinstance(value, dict):
+                reason = f"expected a JSON object, got {type(value).__name__}"
+            text = get_text(value, opts.field) if reason is None else None
+            if reason is None and text is None:
+                reason = f"missing or non-string field '{opts.field}'"
+            if reason:
+                self.acc.fails.add([(gp, line, self.sources[self.part_file[gp]], reason)])
+                break
+            chunk.append((line, value.get(opts.id_field) if opts.id_field else None, text))
+            if len(chunk) >= CHUNK:
+                yield from self._sign(gp, chunk)
+                chunk = []
+        yield from self._sign(gp, chunk)
+        self.acc.lines.add({gp: seen[0]})
+
+    def _sign(self, gp: int, chunk: list[tuple[int, Any, str]]) -> Iterator[tuple]:
+        if not chunk:
+            return
+        import pickle
+
+        import numpy as np
+
+        sh = _shingler(self.opts)
+        h, starts = sh.shingle_arrays([text for _, _, text in chunk])
+        keys = _band_table(self.opts.num_perm, *self.bands).keys(sh.minhash_arrays(h, starts))
+        for (line, rid, _), k, run in zip(chunk, keys, np.split(h, starts[1:])):
+            yield (gp << PART_SHIFT | line, None if rid is None else pickle.dumps(rid), k, np.unique(run).tobytes())
+
+
+def _reference_frame(spark_run: SparkRun, opts: Any) -> tuple[Any, Any]:
+    """The references, signed on the cluster: a persisted DataFrame (rorder, rid, rkeys, rset),
+    and a function giving a reference's id from its order and pickled id."""
+    import pickle
+
+    from pyspark import StorageLevel
+    from pyspark.sql import types as T
+
+    files = spark_run.resolve(opts.against)
+    lines, part_file = spark_run.read(files)
+    acc = Accumulators(spark_run.sc)
+    bands = opts.lsh_bands(opts.against_threshold or opts.threshold)
+    sources = [name for name, _ in files]
+    schema = T.StructType([
+        T.StructField("rorder", T.LongType(), False), T.StructField("rid", T.BinaryType(), True),
+        T.StructField("rkeys", T.ArrayType(T.LongType(), False), False), T.StructField("rset", T.BinaryType(), False)])
+    frame = spark_run.spark.createDataFrame(lines.mapPartitionsWithIndex(RefTask(opts, bands, sources, part_file, acc)),
+                                            schema, verifySchema=False).persist(StorageLevel.MEMORY_AND_DISK)
+    count = frame.count()
+    raise_first_failure(acc.fails.value, part_file, acc.lines.value)
+    if not count:
+        frame.unpersist()
+        raise UsageError("--against: the reference files hold no records")
+    starts = first_lines(part_file, acc.lines.value)
+
+    def ref_id(rorder: int, rid: bytes | None) -> Any:
+        if rid is not None:
+            return pickle.loads(rid)
+        gp = rorder >> PART_SHIFT
+        return f"{sources[part_file[gp]]}:{starts[gp] + (rorder & MASK)}"
+
+    return frame, ref_id
+
+
+def _join_references(spark_run: SparkRun, items: Any, ref_frame: tuple[Any, Any], opts: Any, nparts: int) -> Any:
+    """`items` with each record's --against hit set: records and references that share a band
+    key are candidates (a join in the JVM), verified by the exact Jaccard of their shingle sets
+    (as the local References does); a record's hit is its most similar reference, the earliest
+    on ties. Returns the new items (persisted; the old ones are released)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from llmtools.ops import dedup as ops
+
+    frame, ref_id = ref_frame
+    spark, sc = spark_run.spark, spark_run.sc
+    schema = T.StructType([T.StructField("order", T.LongType(), False), T.StructField("qkeys", T.ArrayType(T.LongType(), False), False),
+                           T.StructField("qset", T.BinaryType(), False)])
+    recs = spark.createDataFrame(items.filter(lambda t: t[0] == "r" and t[9] is not None).map(lambda t: (t[1], t[9][0], t[9][1])),
+                                 schema, verifySchema=False)
+    cands = (recs.select("order", F.explode("qkeys").alias("k"))
+             .join(frame.select("rorder", F.explode("rkeys").alias("k")), "k").select("order", "rorder").distinct())
+    joined = cands.join(recs.select("order", "qset"), "order").join(frame.select("rorder", "rid", "rset"), "rorder")
+    threshold = opts.against_threshold or opts.threshold
+
+    def verify(r: Any) -> list[tuple]:
+        import numpy as np
+
+        sim = ops.exact_jaccard(np.frombuffer(r.qset, dtype=np.uint32), np.frombuffer(r.rset, dtype=np.uint32))
+        return [(r.order, (sim, -r.rorder, r.rid))] if sim >= threshold else []
+
+    best = joined.rdd.flatMap(verify).reduceByKey(lambda a, b: a if a[:2] >= b[:2] else b)
+    hits = best.map(lambda kv: (kv[0], (ref_id(-kv[1][1], kv[1][2]), round(kv[1][0], 4)))).persist(StorageLevel.MEMORY_AND_DISK)
+    limit = int(sc.getConf().get("spark.llmtools.dedup.broadcastLimit", str(BROADCAST_LIMIT)))
+    if hits.count() <= limit:
+        table = sc.broadcast(dict(hits.collect()))
+
+        def attach(it: Iterable[tuple]) -> Iterator[tuple]:
+            get = table.value.get
+            for t in it:
+                hit = get(t[1]) if t[0] == "r" else None
+                yield t if hit is None else t[:7] + (hit,) + t[8:]
+
+        out = items.mapPartitions(attach, preservesPartitioning=True)
+    else:
+        def merge(it: Iterable[tuple]) -> Iterator[tuple]:
+            pending: dict[int, Any] = {}
+            for (order, tag), value in it:
+                if tag == 0:
+                    pending[order] = value
+                else:
+                    hit = pending.pop(order, None)
+                    yield value if hit is None else value[:7] + (hit,) + value[8:]
+
+        keyed = items.map(lambda t: ((t[1], 1), t)).union(hits.map(lambda kv: ((kv[0], 0), kv[1])))
+        out = keyed.repartitionAndSortWithinPartitions(nparts, lambda key: key[0] >> PART_SHIFT).mapPartitions(merge)
+    out = out.persist(StorageLevel.MEMORY_AND_DISK)
+    out.count()
+    hits.unpersist()
+    frame.unpersist()
+    items.unpersist()
+    return out
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -392,16 +572,22 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         raise UsageError("--jobs is for local runs: on Spark the executors' cores do the work (--master local[N])")
     if not 0.0 < opts.threshold <= 1.0:
         raise UsageError("--threshold must be in (0, 1]")
-    refs = None
-    if opts.against:
-        refs = ops.References(ops.Shingler(opts.num_perm, opts.seed, opts.n, opts.shingle), opts)
     bands = opts.lsh_bands() if opts.mode == "near" else None  # the same bands as the local run
     with SparkRun(engine, "dedup", quiet=io.quiet) as spark_run:
         sc = spark_run.sc
         files = spark_run.resolve(io.inputs)
         out_uri = spark_run.check_output(io.output, "-o")
         rej_uri = spark_run.check_output(io.rejects, "--rejects") if io.rejects else None
-        lines, part_file = spark_run.read(files)
+        refs = None
+        against = _against_mode(spark_run, opts) if opts.against else None
+        if against == "broadcast":
+            refs = ops.References(ops.Shingler(opts.num_perm, opts.seed, opts.n, opts.shingle), opts)
+        elif against == "join":
+            with spark_errors():
+                ref_frame = _reference_frame(spark_run, opts)
+        # A partition per file (more for files larger than a block), at least one per core:
+        # each task and stage costs, and small files split in two only made more of them.
+        lines, part_file = spark_run.read(files, max(1, -(-sc.defaultParallelism // len(files))))
         nparts = len(part_file)
         shuffle = max(2, sc.defaultParallelism)
         acc = Accumulators(sc)
@@ -410,7 +596,8 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         sources = [name for name, _ in files]
         job_kw = dict(field=job.field, on_error=job.on_error, validate=job.validate, locate=True)
         refs_b = sc.broadcast(refs) if refs is not None else None
-        task = SignTask(opts, bands, None, sources, part_file, acc, job_kw)
+        against_bands = opts.lsh_bands(opts.against_threshold or opts.threshold) if against == "join" else None
+        task = SignTask(opts, bands, None, sources, part_file, acc, job_kw, against_bands)
         if refs_b is not None:
             def signed(gp: int, it: Iterable[bytes], task: SignTask = task) -> Iterator[tuple]:
                 task.refs = refs_b.value
@@ -423,7 +610,9 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
                 items.count()
                 raise_first_failure(acc.fails.value, part_file, acc.lines.value)
                 starts = first_lines(part_file, acc.lines.value)
-                decisions, rounds = _decide(items, opts, shuffle)
+                if against == "join":
+                    items = _join_references(spark_run, items, ref_frame, opts, nparts)
+                decisions, rounds = _decide(spark_run.spark, items, opts, shuffle)
                 stats = _finish(spark_run, items, decisions, opts, sources, part_file, starts, len(files) == 1, acc,
                                 out_uri, rej_uri, nparts)
         except BaseException:
@@ -433,71 +622,187 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
             raise
         _add_counts(job, acc.counts.value)
         params = dict(params, components_rounds=rounds)
+        if against:
+            params["against_by"] = against
         if rej_uri is not None:
             spark_run.commit(rej_uri, _manifest(spark_run, "dedup", files, params, job, engine, "rejects"))
         spark_run.commit(out_uri, _manifest(spark_run, "dedup", files, params, job, engine, "output", nparts))
         return stats
 
 
-def _decide(items: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
-    """(order, (kept order, kept id or None, similarity)) for every duplicate; and CC rounds."""
+def _decide(spark: Any, items: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
+    """The duplicates, order -> (kept order, kept id or None, similarity): a dict when the
+    driver decided them (near, few edges), else an RDD of (order, (kept, kept id, similarity));
+    and the number of connected-component rounds run on the cluster (0 on the driver)."""
     recs = items.filter(lambda t: t[0] == "r" and t[3] >= 0 and t[7] is None)
-    longest = opts.keep == "longest"
+    if opts.mode == "exact":
+        return _decide_exact(recs, opts, shuffle), 0
+    return _decide_near(spark, recs, opts, shuffle)
 
+
+def _better(longest: bool) -> Any:
     def better(a: tuple, b: tuple) -> tuple:  # (order, length): the survivor of two
         if longest:
             return a if (a[1], -a[0]) >= (b[1], -b[0]) else b
         return a if a[0] <= b[0] else b
 
-    if opts.mode == "exact":
-        keyed = recs.map(lambda t: (t[4], (t[1], t[3])))
-        best = keyed.reduceByKey(better, shuffle)
-        dups = keyed.join(best, shuffle).filter(lambda kv: kv[1][0][0] != kv[1][1][0])
-        pairs = dups.map(lambda kv: (kv[1][1][0], (kv[1][0][0], 1.0)))  # (kept, (dup, sim))
-        rounds = 0
-    else:
-        buckets = recs.flatMap(lambda t: [(k, t[1]) for k in t[5]]).groupByKey(shuffle)
-        cands = buckets.flatMap(candidate_pairs).distinct(shuffle).persist()
-        # Only the records in a candidate pair need their signature shipped for the two joins:
-        # when they are few enough to broadcast their orders, the others are left out first.
-        sigs = _only(recs, cands.flatMap(lambda p: p).distinct(shuffle)).map(lambda t: (t[1], (t[4], t[8]))).persist()
-        first = cands.join(sigs, shuffle)  # (x, (y, sig x))
-        both = first.map(lambda kv: (kv[1][0], (kv[0], kv[1][1]))).join(sigs, shuffle)
-        edges = both.flatMap(similarity(opts.threshold, opts.verify)).persist()
-        sc = items.context
-        limit = int(sc.getConf().get("spark.llmtools.dedup.driverComponentsLimit", str(DRIVER_COMPONENTS_LIMIT)))
-        n_edges = edges.count()
-        if n_edges <= limit:
-            roots = driver_components(edges.map(lambda e: (e[0], e[1])).collect())
-            labels, rounds = sc.parallelize(sorted(roots.items()), shuffle), 0
-        else:
-            labels, rounds = connected_components(edges.map(lambda e: (e[0], e[1])), shuffle)
-        if longest:
-            lengths = recs.map(lambda t: (t[1], t[3]))
-            members = labels.flatMap(lambda kv: [kv, (kv[1], kv[1])]).distinct(shuffle)  # (node, root), roots too
-            sized = members.join(lengths, shuffle).map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (root, (node, len))
-            kept = sized.reduceByKey(better, shuffle)  # (root, (survivor, len))
-            assigned = sized.join(kept, shuffle).filter(lambda kv: kv[1][0][0] != kv[1][1][0]) \
-                .map(lambda kv: (kv[1][0][0], kv[1][1][0]))  # (dup, survivor)
-        else:
-            assigned = labels  # (dup, root = earliest)
-        if longest:
-            # A duplicate must match its survivor itself (locally dup_of is always a kept
-            # record); the similarity reported is the one to the survivor.
-            direct = assigned.join(sigs, shuffle).map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (survivor, (dup, sig))
-            checked = direct.join(sigs, shuffle).flatMap(similarity(opts.threshold, opts.verify))  # (dup, survivor, sim)
-            pairs = checked.map(lambda e: (e[1], (e[0], e[2])))  # (kept, (dup, sim))
-        else:
-            # Within each component, the local command's greedy decision over the verified edges.
-            by_root = edges.map(lambda e: (e[0], e)).join(assigned, shuffle).map(lambda kv: (kv[1][1], kv[1][0]))
-            pairs = by_root.groupByKey(shuffle).flatMap(greedy_component) \
-                .map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (kept, (dup, sim))
+    return better
+
+
+def _decide_exact(recs: Any, opts: Any, shuffle: int) -> Any:
+    better = _better(opts.keep == "longest")
+    keyed = recs.map(lambda t: (t[4], (t[1], t[3])))
+    best = keyed.reduceByKey(better, shuffle)
+    dups = keyed.join(best, shuffle).filter(lambda kv: kv[1][0][0] != kv[1][1][0])
+    pairs = dups.map(lambda kv: (kv[1][1][0], (kv[1][0][0], 1.0)))  # (kept, (dup, sim))
+    return _with_ids(recs, pairs, opts, shuffle)
+
+
+def _with_ids(recs: Any, pairs: Any, opts: Any, shuffle: int) -> Any:
+    """(kept, (dup, sim)) pairs -> (dup, (kept, kept id or None, sim))."""
     if opts.id_field:
         ids = _only(recs, pairs.keys().distinct(shuffle)).map(lambda t: (t[1], t[6]))
-        decisions = pairs.join(ids, shuffle).map(lambda kv: (kv[1][0][0], (kv[0], kv[1][1], kv[1][0][1])))
+        return pairs.join(ids, shuffle).map(lambda kv: (kv[1][0][0], (kv[0], kv[1][1], kv[1][0][1])))
+    return pairs.map(lambda kv: (kv[1][0], (kv[0], None, kv[1][1])))
+
+
+# The candidate pairs of one band bucket `m` (its members' orders, sorted), as candidate_pairs
+# makes them, in the JVM: every pair of a bucket of at most SMALL_BUCKET members, else each
+# member with the first and with the one before it.
+_PAIRS_SQL = """explode(IF(size(m) <= {small},
+  flatten(transform(sequence(1, size(m) - 1), i -> transform(sequence(0, i - 1), j -> named_struct('x', m[i], 'y', m[j])))),
+  concat(transform(sequence(1, size(m) - 1), i -> named_struct('x', m[i], 'y', m[0])),
+         transform(sequence(1, size(m) - 1), i -> named_struct('x', m[i], 'y', m[i - 1])))))"""
+
+# The signature estimate of a pair, as `similarity` computes it: the share of equal values.
+_SIM_SQL = ("CAST(aggregate(sequence(0, {last}), 0, (acc, i) -> acc + IF(substring(sx, i * 4 + 1, 4) = "
+            "substring(sy, i * 4 + 1, 4), 1, 0)) AS DOUBLE) / CAST({perm} AS DOUBLE)")
+
+
+def _meta_frame(spark: Any, recs: Any, opts: Any) -> Any:
+    """The records to deduplicate as a DataFrame: order, text length, band keys, signature,
+    the pickled id (with --id-field) and the shingle set (with --verify). What follows runs in
+    the JVM on these columns; only --verify's exact Jaccard goes back to Python."""
+    import pickle
+
+    from pyspark.sql import types as T
+
+    schema = T.StructType([
+        T.StructField("order", T.LongType(), False), T.StructField("len", T.LongType(), False),
+        T.StructField("bands", T.ArrayType(T.LongType(), False), False), T.StructField("sig", T.BinaryType(), False),
+        T.StructField("rid", T.BinaryType(), True), T.StructField("shingles", T.BinaryType(), True)])
+    with_ids = bool(opts.id_field)
+
+    def row(t: tuple) -> tuple:
+        return (t[1], t[3], t[5], t[4], pickle.dumps(t[6]) if with_ids else None, t[8])
+
+    return spark.createDataFrame(recs.map(row), schema, verifySchema=False)
+
+
+def _similar(meta: Any, pairs: Any, opts: Any) -> Any:
+    """RDD of (x, y, similarity, len x, len y, id x, id y) for the pairs (a DataFrame of x, y)
+    at or above --threshold: the signature estimate in the JVM, or with --verify the exact
+    Jaccard of the shingle sets (in Python)."""
+    from pyspark.sql import functions as F
+
+    side = lambda s: meta.select(F.col("order").alias(s), F.col("sig").alias(f"s{s}"), F.col("len").alias(f"l{s}"),  # noqa: E731
+                                 F.col("rid").alias(f"r{s}"), F.col("shingles").alias(f"h{s}"))
+    joined = pairs.join(side("x"), "x").join(side("y"), "y")
+    threshold = opts.threshold
+    if opts.verify:
+        sim = similarity(threshold, True)
+
+        def check(r: Any) -> list[tuple]:
+            return [(x, y, v, r.lx, r.ly, r.rx, r.ry)
+                    for x, y, v in sim((r.y, ((r.x, (r.sx, r.hx)), (r.sy, r.hy))))]
+
+        return joined.rdd.flatMap(check)
+    value = F.expr(_SIM_SQL.format(last=opts.num_perm - 1, perm=opts.num_perm))
+    edges = (joined.select("x", "y", value.alias("sim"), "lx", "ly", "rx", "ry").where(F.col("sim") >= F.lit(threshold))
+             .select("x", "y", F.bround("sim", 4).alias("sim"), "lx", "ly", "rx", "ry"))
+    return edges.rdd.map(tuple)
+
+
+def _decide_near(spark: Any, recs: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
+    import pickle
+
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    sc = recs.context
+    longest = opts.keep == "longest"
+    meta = _meta_frame(spark, recs, opts).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        buckets = (meta.select("order", F.explode("bands").alias("key")).groupBy("key")
+                   .agg(F.array_sort(F.collect_set("order")).alias("m")).where(F.size("m") > 1))
+        cands = buckets.select(F.expr(_PAIRS_SQL.format(small=SMALL_BUCKET)).alias("p")).select("p.x", "p.y").distinct()
+        edges = _similar(meta, cands, opts).persist(StorageLevel.MEMORY_AND_DISK)
+        limit = int(sc.getConf().get("spark.llmtools.dedup.driverComponentsLimit", str(DRIVER_COMPONENTS_LIMIT)))
+        n_edges = edges.count()
+        if n_edges > limit:
+            return _decide_near_cluster(recs, edges.map(lambda e: e[:3]), opts, shuffle)
+        # Few edges: components, survivors and the greedy decisions on the driver, in one collect.
+        rows = edges.collect()
+        edges.unpersist()
+        length: dict[int, int] = {}
+        ids: dict[int, Any] = {}
+        for x, y, _sim, lx, ly, rx, ry in rows:
+            length[x], length[y] = lx, ly
+            if rx is not None:
+                ids[x], ids[y] = pickle.loads(rx), pickle.loads(ry)
+        roots = driver_components([(x, y) for x, y, *_ in rows])
+        decisions: dict[int, tuple] = {}
+        if longest:
+            members: dict[int, list[int]] = {}
+            for node in length:
+                members.setdefault(roots.get(node, node), []).append(node)
+            wanted = []
+            for nodes in members.values():
+                survivor = max(nodes, key=lambda n: (length[n], -n))
+                wanted.extend((n, survivor) for n in nodes if n != survivor)
+            # A duplicate must match its survivor itself (locally dup_of is always a kept
+            # record); the similarity reported is the one to the survivor.
+            if wanted:
+                pairs = spark.createDataFrame(wanted, "x long, y long")
+                for dup, kept, sim, *_ in _similar(meta, pairs, opts).collect():
+                    decisions[dup] = (kept, ids.get(kept), sim)
+        else:
+            # Within each component, the local command's greedy decision over the verified edges.
+            components: dict[int, list[tuple]] = {}
+            for x, y, sim, *_ in rows:
+                components.setdefault(roots.get(x, x), []).append((x, y, sim))
+            for root, component in components.items():
+                for dup, (kept, sim) in greedy_component((root, component)):
+                    decisions[dup] = (kept, ids.get(kept), sim)
+        return decisions, 0
+    finally:
+        meta.unpersist()
+
+
+def _decide_near_cluster(recs: Any, edges: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
+    """The path for many edges: large-star/small-star components, survivors and the greedy
+    decisions as Spark jobs; and the number of component rounds."""
+    longest = opts.keep == "longest"
+    better = _better(longest)
+    nodes = edges.flatMap(lambda e: e[:2]).distinct(shuffle)
+    sigs = _only(recs, nodes).map(lambda t: (t[1], (t[4], t[8]))).persist()
+    labels, rounds = connected_components(edges.map(lambda e: (e[0], e[1])), shuffle)
+    if longest:
+        lengths = recs.map(lambda t: (t[1], t[3]))
+        members = labels.flatMap(lambda kv: [kv, (kv[1], kv[1])]).distinct(shuffle)  # (node, root), roots too
+        sized = members.join(lengths, shuffle).map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (root, (node, len))
+        kept = sized.reduceByKey(better, shuffle)  # (root, (survivor, len))
+        assigned = sized.join(kept, shuffle).filter(lambda kv: kv[1][0][0] != kv[1][1][0]) \
+            .map(lambda kv: (kv[1][0][0], kv[1][1][0]))  # (dup, survivor)
+        # A duplicate must match its survivor itself; the similarity reported is to the survivor.
+        direct = assigned.join(sigs, shuffle).map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (survivor, (dup, sig))
+        checked = direct.join(sigs, shuffle).flatMap(similarity(opts.threshold, opts.verify))  # (dup, survivor, sim)
+        pairs = checked.map(lambda e: (e[1], (e[0], e[2])))  # (kept, (dup, sim))
     else:
-        decisions = pairs.map(lambda kv: (kv[1][0], (kv[0], None, kv[1][1])))
-    return decisions, rounds
+        by_root = edges.map(lambda e: (e[0], e)).join(labels, shuffle).map(lambda kv: (kv[1][1], kv[1][0]))
+        pairs = by_root.groupByKey(shuffle).flatMap(greedy_component) \
+            .map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))  # (kept, (dup, sim))
+    return _with_ids(recs, pairs, opts, shuffle), rounds
 
 
 def _only(recs: Any, orders: Any) -> Any:
@@ -518,12 +823,18 @@ def _finish(spark_run: SparkRun, items: Any, decisions: Any, opts: Any, sources:
     from llmtools.ops import dedup as ops
 
     sc = spark_run.sc
-    decisions = decisions.persist(StorageLevel.MEMORY_AND_DISK)
-    count = decisions.count()
+    local = decisions if isinstance(decisions, dict) else None  # decided on the driver
     limit = int(sc.getConf().get("spark.llmtools.dedup.broadcastLimit", str(BROADCAST_LIMIT)))
+    if local is not None:
+        count = len(local)
+        if count > limit:
+            decisions = sc.parallelize(sorted(local.items()), max(2, sc.defaultParallelism))
+    else:
+        decisions = decisions.persist(StorageLevel.MEMORY_AND_DISK)
+        count = decisions.count()
     emit = Emit(opts, sources, part_file, starts, single, None, acc)
     if count <= limit:
-        table = sc.broadcast(dict(decisions.collect()))
+        table = sc.broadcast(local if local is not None else dict(decisions.collect()))
         tagged = items.mapPartitions(emit.broadcast(table))
     else:
         keyed = items.map(lambda t: ((t[1], 1), t)).union(decisions.map(lambda kv: ((kv[0], 0), kv[1])))
@@ -537,10 +848,15 @@ def _finish(spark_run: SparkRun, items: Any, decisions: Any, opts: Any, sources:
     counts = acc.counts.value
     stats = ops.DedupStats(seen=counts["unique"] + counts["duplicates"] + counts["contaminated"], unique=counts["unique"],
                            duplicates=counts["duplicates"], contaminated=counts["contaminated"], unchecked=counts["unchecked"])
-    top = decisions.map(lambda kv: ((kv[1][0], kv[1][1]), 1)).reduceByKey(lambda a, b: a + b) \
-        .takeOrdered(5, key=lambda kv: (-kv[1], kv[0][0]))
+    if local is not None:
+        sizes = Counter((kept, rid) for kept, rid, _sim in local.values())
+        top = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0][0]))[:5]
+    else:
+        top = decisions.map(lambda kv: ((kv[1][0], kv[1][1]), 1)).reduceByKey(lambda a, b: a + b) \
+            .takeOrdered(5, key=lambda kv: (-kv[1], kv[0][0]))
     for (kept, rid), n in top:
         stats.clusters[emit.rec_id(kept, rid)] = n
-    decisions.unpersist()
+    if local is None or count > limit:
+        decisions.unpersist()
     items.unpersist()
     return stats
