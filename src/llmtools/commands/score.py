@@ -118,7 +118,7 @@ not fit stops the run before any model is loaded; stdin is kept in a temp file f
 \b
 On Spark (--engine spark; text and classification metrics): each partition scores its
 records with the same code and hands the driver its sufficient statistics (sacrebleu's n-gram
-and edit counts, exact-match hits, confusion counts; ROUGE F-measures summed exactly), so the
+counts, exact-match hits, confusion counts; ROUGE F-measures summed exactly; TER's per record), so the
 corpus scores are the local command's, to the last digit. With --bootstrap or --by the
 partitions send each record's statistics instead, in input order, so intervals, p-values and
 groups are the local ones too. -o DIR gets the scored records as part files and the summary
@@ -151,9 +151,7 @@ stderr; records and summary are still written); 2 usage; 3 bad input (or a recor
         return _load(embedder_ref)
 
     if engine.spark:
-        from llmtools.ops.score.partial import check_splittable
-
-        check_splittable(cfg.metrics)
+        ops.check_splittable(cfg.metrics)
         engine.check_io(io.inputs, io.output)
         if io.schema_path:
             raise errors.UsageError("--schema does not run with --engine spark yet: check the files without it first")
@@ -217,7 +215,7 @@ def _score_on_spark(io: options.IOConfig, engine: Any, cfg: Any, gates: list, su
     """Score the partitions on Spark and sum what they saw on the driver (ops.score.partial);
     returns the summary record, with the run's record counts under `_counts`."""
     from llmtools import engines
-    from llmtools.ops.score import Scorer, partial
+    from llmtools.ops.score import Scorer, absorb_part, export_part
 
     check = _PartScorer(cfg)
     job = io.job(validate=check)
@@ -228,7 +226,7 @@ def _score_on_spark(io: options.IOConfig, engine: Any, cfg: Any, gates: list, su
         for record in scorer.run(records):
             if not summary_only:
                 yield record
-        return partial.export(scorer, per_record)
+        return export_part(scorer, per_record)
 
     whole = Scorer(cfg)
     done: dict[str, Any] = {}
@@ -236,7 +234,7 @@ def _score_on_spark(io: options.IOConfig, engine: Any, cfg: Any, gates: list, su
     def tail(parts: list) -> list[dict]:
         for part in parts:
             if part is not None:
-                partial.absorb(whole, part)
+                absorb_part(whole, part)
         summary = whole.summary(gates)
         if run.active:
             summary["tracking"] = run.info()

@@ -8,10 +8,12 @@ all the records gives.
     whole.summary(gates)
 
 Without `per_record`, a part is each metric's sufficient statistics summed: sacrebleu's n-gram
-match counts (BLEU, chrF) and edit counts (TER), hits for exact match, and the confusion counts
-of (gold, prediction) labels for classification, all integers, so their sums are exact in any
-order; ROUGE's per-record F-measures are summed as exact fractions, and the whole Scorer sums
-them exactly too (math.fsum). The bootstrap and --by need each record's statistics (a
+match counts (BLEU, chrF), hits for exact match, and the confusion counts of (gold, prediction)
+labels for classification, all integers, so their sums are exact in any order; ROUGE's
+per-record F-measures are summed as exact fractions, and the whole Scorer sums them exactly too
+(math.fsum). TER's statistics hold the mean reference length, a fraction that sacrebleu adds
+up in record order, so a part sends TER's two numbers per record and the whole adds them in
+the same order. The bootstrap and --by need each record's statistics (a
 resample weights records), so with `per_record` a part holds them, in order.
 
 Only metrics computed from the records themselves can be split this way; the model metrics
@@ -25,7 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from llmtools.errors import UsageError
-from llmtools.ops.score.metrics import Classification, Family, Rouge, column_sums
+from llmtools.ops.score.metrics import Classification, Family, Rouge, Ter, column_sums
 
 SPLITTABLE = ("classification", "exact_match", "bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -64,7 +66,7 @@ def _family(fam: Family, per_record: bool) -> dict:
         return state
     if hasattr(fam, "nrefs"):
         state["nrefs"] = sorted(fam.nrefs)
-    if per_record:
+    if per_record or isinstance(fam, Ter):
         state["rows"] = fam.rows
     elif fam.rows:
         if isinstance(fam, Rouge):
@@ -119,8 +121,8 @@ def _absorb_family(fam: Family, state: dict) -> None:
             fam._exact_sums = [a + b for a, b in zip(exact, state["exact_sums"])]
         fam.rows[:] = [[float(v) for v in fam._exact_sums]]  # one row: the exact total, rounded once
         return
-    if "sums" in state:
+    if "sums" in state:  # integers: added in any grouping, the sums are exact
         if fam.rows:
-            fam.rows[0] = [a + b for a, b in zip(fam.rows[0], state["sums"])]  # integers: exact
+            fam.rows[0] = [a + b for a, b in zip(fam.rows[0], state["sums"])]
         else:
             fam.rows.append(list(state["sums"]))
