@@ -118,3 +118,19 @@ def test_paraphrase_through_an_http_endpoint_matches_local(spark, tmp_path):
     assert parts(out) == local.stdout_bytes
     variants = [orjson.loads(line) for line in local.stdout_bytes.splitlines() if b'"augmentation"' in line]
     assert variants and variants[0]["augmentation"]["params"]["model"]["name"] == "fake-rewriter"
+
+
+@pytest.mark.slow
+@pytest.mark.sysdep("java")
+def test_paraphrase_with_the_tiny_model_loaded_per_partition(spark, tiny_model_dir, tmp_path):
+    src = write(tmp_path / "a.jsonl", corpus(5, 40))
+    opts = ["--method", "paraphrase", "-m", tiny_model_dir, "--max-tokens", "6", "--seed", "1", "--batch-size", "1",
+            "--no-keep-original", "-q"]
+    local = run_cli(["augment", *opts, src])
+    assert local.exit_code == 0, local.stderr
+    out = tmp_path / "out"
+    res = run_cli(["augment", *opts, "--engine", "spark", "-o", out, src])
+    assert res.exit_code == 0, res.stderr
+    assert len([p for p in out.iterdir() if p.name.startswith("part-")]) == 2
+    assert parts(out) == local.stdout_bytes and local.stdout_bytes
+    assert all(json.loads(line)["augmentation"]["params"]["model"]["format"] == "hf" for line in parts(out).splitlines())

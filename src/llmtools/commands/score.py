@@ -30,6 +30,7 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 
 @click.command(context_settings={"max_content_width": 100})
 @options.io_options(field=False, schema=True)
+@options.engine_options
 @click.option("--metric", "metric_specs", multiple=True, metavar="NAMES", help="Metrics to compute (see above); comma-separated, repeatable.  [default: exact_match,bleu,chrf,rouge]")
 @click.option("--prediction-field", default="prediction", show_default=True, metavar="PATH", help="The system output.")
 @click.option("--reference-field", default="reference", show_default=True, metavar="PATH", help="The reference: a string, or a list of strings for several references (counts may differ per record).")
@@ -64,7 +65,7 @@ def _judge_prompts(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-gap", "max_gap", multiple=True, metavar="METRIC=GAP", help="Exit 1 if METRIC's gap between the best and the worst group of a --by field is above GAP. Repeatable.")
 @click.option("--fail-over", "fail_over", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC is above VALUE, for lower-is-better metrics (ter=60, perplexity=20). Repeatable.")
 @options.track_options(model_help=None)
-def cli(io: options.IOConfig, model: options.ModelConfig, track, metric_specs, bleu_tokenize, judge_ref, judge_prompt_specs,
+def cli(io: options.IOConfig, engine: Any, model: options.ModelConfig, track, metric_specs, bleu_tokenize, judge_ref, judge_prompt_specs,
         embedder_ref, summary_path, summary_only, fail_under, fail_over, max_gap, **settings) -> None:
     """Score predictions against references, with CI gates.
 
@@ -115,9 +116,21 @@ With --schema (and --on-error fail) the input is read once first, so a record th
 not fit stops the run before any model is loaded; stdin is kept in a temp file for that.
 
 \b
+On Spark (--engine spark; text and classification metrics): each partition scores its
+records with the same code and hands the driver its sufficient statistics (sacrebleu's n-gram
+counts, exact-match hits, confusion counts; ROUGE F-measures summed exactly; TER's per record), so the
+corpus scores are the local command's, to the last digit. With --bootstrap or --by the
+partitions send each record's statistics instead, in input order, so intervals, p-values and
+groups are the local ones too. -o DIR gets the scored records as part files and the summary
+record as one more part file after them (the parts read in order are the local output), or
+only the summary with --summary-only; --summary FILE writes it to FILE on the driver instead:
+  llmtools score --engine spark --metric bleu,chrf --summary-only 'hdfs:///eval/*.jsonl' -o hdfs:///eval/report
+  llmtools score --engine spark --metric rouge 'preds/*.jsonl' -o scored --summary report.json --fail-under rougeL=0.3
+
+\b
 Exit codes: 0 ok; 1 a --fail-under/--fail-over/--max-gap gate failed (each failed gate is named on
 stderr; records and summary are still written); 2 usage; 3 bad input (or a record
---schema rejects); 4 missing model or dependency.
+--schema rejects); 4 missing model or dependency (pyspark or Java with --engine spark).
 """
     from llmtools.ops import score as ops
 
@@ -137,7 +150,12 @@ stderr; records and summary are still written); 2 usage; 3 bad input (or a recor
 
         return _load(embedder_ref)
 
-    if io.schema is not None and io.on_error == "fail":
+    if engine.spark:
+        ops.check_splittable(cfg.metrics)
+        engine.check_io(io.inputs, io.output)
+        if io.schema_path:
+            raise errors.UsageError("--schema does not run with --engine spark yet: check the files without it first")
+    elif io.schema is not None and io.on_error == "fail":
         io.check_first()  # the whole input fits --schema before any model is loaded (stdin is read twice)
     scorer = ops.Scorer(cfg, model_loader=model.load, judge_loader=lambda: model.load(judge_ref),
                         embedder_loader=load_embedder)
@@ -149,19 +167,88 @@ stderr; records and summary are still written); 2 usage; 3 bad input (or a recor
         run.log_params({**dataclasses.asdict(cfg), "model": model.ref, "judge": judge_ref, "embedder": embedder_ref,
                         "inputs": list(io.inputs), "fail_under": list(fail_under), "fail_over": list(fail_over),
                         "max_gap": list(max_gap)})
-        with job:
-            for record in scorer.run(job.records()):
-                if not summary_only:
-                    job.write(record)
-            summary = scorer.summary(gates)
-            if run.active:
-                summary["tracking"] = run.info()
-            if summary_path:
-                write_jsonl(summary_path, [summary])
-            else:
-                job.write(summary)
+        if engine.spark:
+            summary = _score_on_spark(io, engine, cfg, gates, summary_path, summary_only, run)
+            job = io.job()
+            job.counts.update(summary.pop("_counts"))
+        else:
+            with job:
+                for record in scorer.run(job.records()):
+                    if not summary_only:
+                        job.write(record)
+                summary = scorer.summary(gates)
+                if run.active:
+                    summary["tracking"] = run.info()
+                if summary_path:
+                    write_jsonl(summary_path, [summary])
+                else:
+                    job.write(summary)
         _track_summary(run, summary)
         _report(job, summary, gates)
+
+
+class _PartScorer:
+    """--engine spark: the validate() of a Scorer that each partition builds on its executor (on
+    first use), and then scores with, as the local command's Job and Scorer share one."""
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self._scorer: Any = None
+
+    @property
+    def scorer(self) -> Any:
+        if self._scorer is None:
+            from llmtools.ops.score import Scorer
+
+            self._scorer = Scorer(self.cfg)
+        return self._scorer
+
+    def __call__(self, record: dict) -> str | None:
+        return self.scorer.validate(record)
+
+    def __getstate__(self) -> dict:
+        return {"cfg": self.cfg, "_scorer": None}
+
+
+def _score_on_spark(io: options.IOConfig, engine: Any, cfg: Any, gates: list, summary_path: str | None,
+                    summary_only: bool, run: Any) -> dict:
+    """Score the partitions on Spark and sum what they saw on the driver (ops.score.partial);
+    returns the summary record, with the run's record counts under `_counts`."""
+    from llmtools import engines
+    from llmtools.ops.score import Scorer, absorb_part, export_part
+
+    check = _PartScorer(cfg)
+    job = io.job(validate=check)
+    per_record = bool(cfg.bootstrap or cfg.by)  # the bootstrap and --by weigh single records
+
+    def score_part(records: Any, _reject: Any, _where: Any) -> Any:
+        scorer = check.scorer  # the same object the job's validate() uses (one pickle, one task)
+        for record in scorer.run(records):
+            if not summary_only:
+                yield record
+        return export_part(scorer, per_record)
+
+    whole = Scorer(cfg)
+    done: dict[str, Any] = {}
+
+    def tail(parts: list) -> list[dict]:
+        for part in parts:
+            if part is not None:
+                absorb_part(whole, part)
+        summary = whole.summary(gates)
+        if run.active:
+            summary["tracking"] = run.info()
+        done["summary"] = summary
+        if summary_path:
+            write_jsonl(summary_path, [summary])
+            return []
+        return [summary]
+
+    params = {**dataclasses.asdict(cfg), "summary_only": summary_only}
+    engines.run_records(engine, io, job, score_part, "score", params, tail=tail)
+    summary = done["summary"]
+    summary["_counts"] = dict(job.counts)
+    return summary
 
 
 def _lineage(model: options.ModelConfig, judge_ref: str) -> dict[str, str]:

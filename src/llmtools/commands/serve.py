@@ -34,6 +34,45 @@ def _prompting(template_path, examples_path, shots, shots_seed, variant, extract
     return ops.Prompting(template=template, variant=variant, extract=pattern, raw_field=raw_field)
 
 
+def _batch_on_spark(io, engine, job, loader, ref, defaults, batch_size, messages_field, output_field, chat,
+                    prompting) -> dict:
+    """serve --batch --engine spark: each partition loads the model once and runs ops.serve.batch
+    over its records (the function the local --batch runs); returns what the summary shows."""
+    import dataclasses
+    import time
+
+    from llmtools import engines
+    from llmtools.ops import serve as ops
+
+    field = io.field
+
+    def serve_part(records, _reject, _where):
+        backend = loader(ref)
+        tokens = 0
+        try:
+            for record in ops.batch(records, backend, defaults=defaults, batch_size=batch_size, field=field,
+                                    messages_field=messages_field, output_field=output_field, chat=chat,
+                                    prompting=prompting):
+                usage = record.get("usage")
+                if isinstance(usage, dict):
+                    tokens += usage.get("completion_tokens") or 0
+                yield record
+        finally:
+            backend.close()
+        return {"tokens": tokens, "model": backend.identity.short}
+
+    engine.check_io(io.inputs, io.output)
+    params = {"model": ref, "defaults": dataclasses.asdict(defaults), "chat": chat, "batch_size": batch_size}
+    if prompting.template is not None:
+        params["template"] = prompting.template.provenance()
+    started = time.perf_counter()
+    parts = [p for p in engines.run_records(engine, io, job, serve_part, "serve-batch", params) if p]
+    elapsed = time.perf_counter() - started
+    tokens = sum(p["tokens"] for p in parts)
+    return {"model": parts[0]["model"] if parts else ref, "records": job.counts["out"], "completion tokens": tokens,
+            "seconds": elapsed, "tokens/s": tokens / elapsed if elapsed else 0.0}
+
+
 @click.command(context_settings={"max_content_width": 100})
 @options.model_options("[MODEL]", api_key="--model-api-key", api_key_env=("OPENAI_API_KEY",), backend=True)
 @options.io_options(
@@ -41,6 +80,7 @@ def _prompting(template_path, examples_path, shots, shots_seed, variant, extract
     field_help="Batch mode: the prompt field of a request record (dotted path for nested fields).",
     output_help="Batch mode: write records to FILE (atomically) instead of stdout.",
 )
+@options.engine_options
 @click.option("--batch", "batch_mode", is_flag=True, help="Batch mode: requests from FILES/stdin, responses on stdout, in order.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
               help="Batch mode: requests per generate_batch call (records with the same options are grouped).")
@@ -120,7 +160,7 @@ def _prompting(template_path, examples_path, shots, shots_seed, variant, extract
               help="llama.cpp: CPU threads for prompt processing (default: --threads, else $LLMTOOLS_THREADS or "
                    "$OMP_NUM_THREADS, else all cores, as llama_cpp.server does).")
 @click.option("--n-ctx", type=click.IntRange(16), default=None, help="Context length (default: the backend's choice).")
-def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, template_path, examples_path, shots,
+def cli(io, engine, model, batch_mode, batch_size, messages_field, output_field, chat, template_path, examples_path, shots,
         shots_seed, variant, extract, raw_field, manifest_path, max_tokens, temperature, top_p, top_k, seed,
         stop, host, port, api_keys, admin_keys, max_body, max_tokens_cap, max_concurrency, parallel, max_queue, timeout, micro_batch,
         log_path, log_content, model_name, model_file, keep_previous, threads, batch_threads, n_ctx):
@@ -170,6 +210,15 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, t
         llmtools serve --batch --template 3shot.j2 --examples train.jsonl --shots 3 --variant 3shot < eval.jsonl
 
     \b
+    On Spark (--batch --engine spark), each partition loads the model once on its executor (a
+    directory or .gguf every worker reads at the same path, or a registry name installed
+    there) or calls an http(s)://.../v1 MODEL (a fleet of `llmtools serve` replicas), and runs
+    the same batch code over its records. Windows of --batch-size end at partition ends; with
+    greedy decoding (the default) and a backend whose answer does not depend on the rest of its
+    batch, the part files hold the local output, apart from `_llmtools.latency_ms` (a timing):
+        llmtools serve --batch --engine spark --master spark://head:7077 runs/v1.q4.gguf \\
+            'hdfs:///eval/*.jsonl' -o hdfs:///eval/answers --rejects hdfs:///eval/bad-requests
+
     \b
     Exit codes: 0 drained after SIGTERM (or batch done); 130 SIGINT; 2 bad options or
     the port cannot be bound; 3 a bad batch record (--on-error fail); 4 the model or
@@ -181,12 +230,21 @@ def cli(io, model, batch_mode, batch_size, messages_field, output_field, chat, t
                              threads=threads, batch_threads=batch_threads, n_ctx=n_ctx)
     if model.given and model_file:
         raise UsageError("give MODEL or --model-file, not both")
+    if engine.spark and not batch_mode:
+        raise UsageError("--engine spark runs --batch only (the HTTP server runs on this machine)")
     if batch_mode:
         defaults = ops.Defaults(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                                 stop=tuple(stop))
         ref = ops.read_model_file(model_file) if model_file else model.ref
         prompting = _prompting(template_path, examples_path, shots, shots_seed, variant, extract, raw_field)
         job = io.job(validate=ops.validator(io.field, messages_field, defaults, chat, prompting.template))
+        if engine.spark:
+            if manifest_path is not None:
+                raise UsageError("--manifest: with --engine spark the manifest is llmtools-manifest.json in the -o folder")
+            stats = _batch_on_spark(io, engine, job, loader, ref, defaults, batch_size, messages_field, output_field,
+                                    chat, prompting)
+            job.summary(stats, title="batch", records=False)
+            return 0
         if manifest_path is None and io.output not in (None, "-"):
             from llmtools.provenance import manifest_path_for
 

@@ -64,14 +64,16 @@ class Partition:
 
 
 def run_records(engine: EngineConfig, io: Any, job: Any, fn: Callable, command: str, params: dict | None = None,
-                numbered: bool = False) -> list[Any]:
+                numbered: bool = False, tail: Callable[[list], list[dict]] | None = None) -> list[Any]:
     """Run the ops function `fn(records, reject, where)` (with `numbered`, `fn(records, reject,
     where, partition)`) on the chosen engine; returns what it returned, one item per partition
-    (one in all, locally)."""
+    in input order (one in all, locally). `tail(results)` gives records written after all the
+    others (a report's summary record): locally at the end of the output, on Spark as one more
+    part file, so the parts read in order are still the local output."""
     if engine.spark:
         from llmtools.engines import spark
 
-        return spark.run_records(engine, io, job, fn, command, params, numbered=numbered)
+        return spark.run_records(engine, io, job, fn, command, params, numbered=numbered, tail=tail)
     from llmtools.engines import local
 
-    return local.run_records(job, fn, numbered=numbered)
+    return local.run_records(job, fn, numbered=numbered, tail=tail)

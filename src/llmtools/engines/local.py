@@ -10,7 +10,7 @@ from llmtools.io import Job
 PartitionFn = Callable[[Iterator[dict], Callable[..., None], Callable[[dict], str]], Iterator[dict]]
 
 
-def run_records(job: Job, fn: PartitionFn, numbered: bool = False) -> list[Any]:
+def run_records(job: Job, fn: PartitionFn, numbered: bool = False, tail: Any = None) -> list[Any]:
     """Run `fn(records, reject, where)` over all of the job's records, writing what it yields.
 
     The whole input is one partition: the result is a one-item list holding what `fn` returned
@@ -27,4 +27,7 @@ def run_records(job: Job, fn: PartitionFn, numbered: bool = False) -> list[Any]:
 
     with job:
         job.write_all(records())
+        if tail is not None:
+            for record in tail(results):
+                job.write(record)
     return results

@@ -478,7 +478,7 @@ class RecordTask:
         counts.update({f"reason:{k}": v for k, v in job.reasons.items()})
         self.acc.counts.add(counts)
         self.acc.lines.add({gp: seen[0]})
-        self.acc.results.add([result])
+        self.acc.results.add([(gp, result)])
 
 
 # --------------------------------------------------------------------------- the driver
@@ -515,14 +515,15 @@ def fix_reject(starts: list[int]) -> Callable[[tuple], bytes]:
 
 
 def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: str,
-                params: dict | None = None, numbered: bool = False) -> list[Any]:
+                params: dict | None = None, numbered: bool = False, tail: Callable[[list], list[dict]] | None = None) -> list[Any]:
     """Run `fn(records, reject)` over the partitions of `io`'s input files on Spark, write the
     records it yields to `io.output` (a folder), the rejects to `io.rejects` (a folder), and
     return what `fn` returned for each partition. `job` (not entered) gets the run's counts,
     for its summary. While `fn` runs, `where(record)` gives the line number within the
     partition; rejects and errors get the file's line number afterwards. With `numbered`, a
     first pass counts each partition's lines and records, `fn` also gets a `Partition`, and line
-    numbers are the files' own from the start."""
+    numbers are the files' own from the start. `tail(results)` gives records for one more part
+    file, after the others (a report's summary record)."""
     engine.check_io(io.inputs, io.output)
     with SparkRun(engine, command, quiet=io.quiet) as run:
         files = run.resolve(io.inputs)
@@ -559,8 +560,26 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
         finally:
             if rej_uri is not None:
                 tagged.unpersist()
-        run.commit(out_uri, _manifest(run, command, files, params, job, engine, "output", len(part_file)))
-        return list(acc.results.value)
+        results = [r for _, r in sorted(acc.results.value, key=lambda item: item[0])]  # input order
+        parts = len(part_file)
+        if tail is not None:
+            try:
+                extra = tail(results)
+                if extra:
+                    data = b"".join(dumps(r) + b"\n" for r in extra)
+                    name = f"part-{parts:05d}.jsonl" + (".gz" if engine.compress else "")
+                    if engine.compress:
+                        import gzip
+
+                        data = gzip.compress(data)
+                    run.write_file(out_uri, name, data)
+                    job.counts["out"] += len(extra)
+                    parts += 1
+            except BaseException:
+                run.remove(out_uri)
+                raise
+        run.commit(out_uri, _manifest(run, command, files, params, job, engine, "output", parts))
+        return results
 
 
 def _add_counts(job: Job, counts: Counter) -> None:

@@ -461,6 +461,11 @@ class Rouge(Family):
             out.append(scores)
         return out
 
+    def summary(self):
+        # The exactly rounded sum (fsum), so the corpus figure does not depend on the order in
+        # which the F-measures are added: scored in parts (ops.score.partial), it is the same.
+        return self.finalize([math.fsum(col) for col in zip(*self.rows)] if self.rows else [])
+
     def finalize(self, sums):
         n = sums[-1] if sums else 0
         return {k: (sums[i] / n if n else None) for i, k in enumerate(self.keys)}
