@@ -72,6 +72,7 @@ class SchemaCheck:
         jsonschema = require("jsonschema", purpose="--schema")
         from jsonschema.validators import validator_for
 
+        self._args = (schema, source)
         cls = validator_for(schema, default=jsonschema.Draft202012Validator)
         try:
             cls.check_schema(schema)
@@ -88,6 +89,10 @@ class SchemaCheck:
             if self._fast is not None:
                 self.engine = "fastjsonschema+jsonschema"
         self._is_valid = self.validator.is_valid
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, str]]:
+        # Sent to Spark executors as the schema itself: the compiled validators do not pickle.
+        return SchemaCheck, self._args
 
     def __call__(self, record: Any) -> tuple[str, str] | None:
         fast = self._fast

@@ -128,6 +128,29 @@ def test_globs_compressed_parts_and_a_second_file_bad_line(spark, tmp_path):
     assert again.exit_code == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.sysdep("java")
+def test_schema_is_checked_on_the_executors_as_locally(spark, inputs, tmp_path):
+    # --schema must reach the executors: records that do not fit are rejected with the same
+    # reason, path and line as locally, and --on-error fail stops at the same first one.
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "required": ["id", "text"],
+                                  "properties": {"text": {"type": "string", "minLength": 12}}}))
+    opts = ["--schema", schema, "--on-error", "skip", "-q"]
+    local_rej = tmp_path / "local-rejects.jsonl"
+    local = run_cli(["normalize", *opts, "--rejects", local_rej, *inputs])
+    assert local.exit_code == 0, local.stderr
+    out, rej = tmp_path / "out", tmp_path / "rej"
+    res = run_cli(["normalize", *opts, "--engine", "spark", "-o", out, "--rejects", rej, *inputs])
+    assert res.exit_code == 0, res.stderr
+    assert parts(out) == local.stdout_bytes
+    assert parts(rej) == local_rej.read_bytes()
+    assert sum(1 for line in parts(rej).splitlines() if orjson.loads(line)["reason"] == "schema") > 10
+    local = run_cli(["normalize", "--schema", schema, *inputs])
+    res = run_cli(["normalize", "--schema", schema, "--engine", "spark", "-o", tmp_path / "out2", *inputs])
+    assert local.exit_code == res.exit_code == 3
+    assert res.stderr.strip().splitlines()[-1] == local.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("args, says", [
     (["--engine", "spark", "-o", "OUT"], "not stdin"),
     (["--engine", "spark", "-", "-o", "OUT"], "not stdin"),

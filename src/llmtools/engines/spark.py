@@ -531,7 +531,7 @@ def run_records(engine: EngineConfig, io: Any, job: Job, fn: Callable, command: 
         rej_uri = run.check_output(io.rejects, "--rejects") if io.rejects else None
         lines, part_file = run.read(files)
         acc = Accumulators(run.sc)
-        job_kw = dict(field=job.field, on_error=job.on_error, validate=job.validate, locate=job.locate)
+        job_kw = dict(field=job.field, on_error=job.on_error, validate=job.validate, locate=job.locate, schema=job.schema)
         sources = [name for name, _ in files]
         bases = None
         if numbered:
