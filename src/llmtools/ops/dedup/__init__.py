@@ -25,7 +25,7 @@ from llmtools.ops.dedup.deduper import (
 )
 
 _LAZY = {"Shingler": "minhash", "lsh_params": "minhash", "ExactIndex": "index", "NearIndex": "index",
-         "FileStore": "index", "exact_jaccard": "index"}
+         "FileStore": "index", "exact_jaccard": "index", "BandTable": "bands"}
 
 __all__ = ["DedupOptions", "DedupStats", "Deduper", "References", "dedup", "digest", "record_ids", "validator", *_LAZY]
 
