@@ -70,9 +70,9 @@ def _band_table(num_perm: int, bands: int, rows: int) -> Any:
     """The local index's band hashing (its table stays empty: only `keys` is used here)."""
     key = ("bands", num_perm, bands, rows)
     if key not in _SHINGLERS:
-        from llmtools.ops.dedup import BandTable
+        from llmtools.ops import dedup as ops
 
-        _SHINGLERS[key] = BandTable(num_perm, bands, rows)
+        _SHINGLERS[key] = ops.BandTable(num_perm, bands, rows)
     return _SHINGLERS[key]
 
 
