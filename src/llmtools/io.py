@@ -155,6 +155,18 @@ def check_text(record: Any, path: str, allow_null: bool = False) -> str | None:
     return None
 
 
+def line_text(raw: Any, field: str) -> tuple[Any, str | None, str | None]:
+    """(record, text, reason) of one JSONL line (bytes, or a value already parsed): `reason` says
+    why the line is bad (not JSON, not an object, no string at `field`), else it is None."""
+    value, reason = loads_line(raw) if type(raw) is bytes else (raw, None)
+    if reason is None and not isinstance(value, dict):
+        reason = f"expected a JSON object, got {type(value).__name__}"
+    text = get_text(value, field) if reason is None else None
+    if reason is None and text is None:
+        reason = f"missing or non-string field '{field}'"
+    return value, text, reason
+
+
 # --------------------------------------------------------------------------- encoding
 
 

@@ -427,18 +427,13 @@ class RefTask:
         self.opts, self.bands, self.sources, self.part_file, self.acc = opts, bands, sources, part_file, acc
 
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
-        from llmtools.io import loads_line
+        from llmtools.io import line_text
 
         opts = self.opts
         seen = [0]
         chunk: list[tuple[int, Any, str]] = []
         for line, raw in numbered_lines(lines, seen):
-            value, reason = loads_line(raw)
-            if reason is None and not isinstance(value, dict):
-                reason = f"expected a JSON object, got {type(value).__name__}"
-            text = get_text(value, opts.field) if reason is None else None
-            if reason is None and text is None:
-                reason = f"missing or non-string field '{opts.field}'"
+            value, text, reason = line_text(raw, opts.field)
             if reason:
                 self.acc.fails.add([(gp, line, self.sources[self.part_file[gp]], reason)])
                 break

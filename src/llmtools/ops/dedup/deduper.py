@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from llmtools.errors import BadInputError, UsageError
-from llmtools.io import check_text, get_field, get_text, iter_lines, loads_line, source_name
+from llmtools.io import check_text, get_field, get_text, iter_lines, line_text, source_name
 
 CHUNK = 1024
 
@@ -192,12 +192,7 @@ class References:
         for path in opts.against:
             name = source_name(path)
             for lineno, raw in _reference_lines(path):
-                value, reason = loads_line(raw) if type(raw) is bytes else (raw, None)
-                if reason is None and not isinstance(value, dict):
-                    reason = f"expected a JSON object, got {type(value).__name__}"
-                text = get_text(value, opts.field) if reason is None else None
-                if reason is None and text is None:
-                    reason = f"missing or non-string field '{opts.field}'"
+                value, text, reason = line_text(raw, opts.field)
                 if reason:
                     raise BadInputError(reason, where=f"{name}:{lineno}")
                 ref_id = value.get(opts.id_field) if opts.id_field and isinstance(value, dict) else None

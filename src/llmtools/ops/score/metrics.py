@@ -172,19 +172,20 @@ class Classification(Family):
 
     def stat_rows(self) -> list[list[float]]:
         """One row per record: [correct, 1, tp_0, fp_0, fn_0, tp_1, ...]."""
-        n_labels = len(self.labels)
-        rows = []
-        for g, p in self.pairs:
-            row = [0.0] * (2 + 3 * n_labels)
-            row[1] = 1.0
-            if g == p:
-                row[0] = 1.0
-                row[2 + 3 * g] = 1.0
-            else:
-                row[2 + 3 * p + 1] = 1.0
-                row[2 + 3 * g + 2] = 1.0
-            rows.append(row)
-        return rows
+        return [self._row(g, p, len(self.labels)) for g, p in self.pairs]
+
+    @staticmethod
+    def _row(g: int, p: int, n_labels: int) -> list[float]:
+        """One record's statistics row: gold label g, predicted p, out of n_labels."""
+        row = [0.0] * (2 + 3 * n_labels)
+        row[1] = 1.0
+        if g == p:
+            row[0] = 1.0
+            row[2 + 3 * g] = 1.0
+        else:
+            row[2 + 3 * p + 1] = 1.0
+            row[2 + 3 * g + 2] = 1.0
+        return row
 
     def width(self) -> int:
         return 2 + 3 * len(self.labels)
@@ -221,18 +222,7 @@ class Classification(Family):
         for i in indices:
             g, p = self.pairs[i]
             pairs.append((local.setdefault(g, len(local)), local.setdefault(p, len(local))))
-        rows = []
-        for g, p in pairs:
-            row = [0.0] * (2 + 3 * len(local))
-            row[1] = 1.0
-            if g == p:
-                row[0] = 1.0
-                row[2 + 3 * g] = 1.0
-            else:
-                row[2 + 3 * p + 1] = 1.0
-                row[2 + 3 * g + 2] = 1.0
-            rows.append(row)
-        return rows
+        return [self._row(g, p, len(local)) for g, p in pairs]
 
     def summary(self):
         return self.finalize(self._sums())
