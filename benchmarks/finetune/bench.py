@@ -423,7 +423,7 @@ def main() -> None:
     ap.add_argument("--llmtools-flag", dest="llmtools_flags", action="append", default=[])
     ap.add_argument("--quick", action="store_true", help="24 training records (mixed: 24 at seq 256)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the three-way comparison")
-    ap.add_argument("--mixed-repeats", type=int, default=1, help="repeats of the mixed-length part (0: skip it)")
+    ap.add_argument("--mixed-repeats", type=int, default=3, help="interleaved repeats of the mixed-length part (0: skip it)")
     ap.add_argument("--mixed-variants", default="--padded;;--packing", metavar="FLAGS;FLAGS...",
                     help="llmtools flag sets of the mixed-length part, ';'-separated (an empty one: the defaults); "
                          "the first is the base of the ratios")
