@@ -269,7 +269,11 @@ def mojibake_possible(text: str) -> bool:
 
 # ftfy's cost grows with the length of the segment it is given (it scans it with a large
 # regex several times), so long lines are cut at spaces between two ASCII characters, which
-# no mojibake sequence spans, and only the suspect pieces go to ftfy.
+# no mojibake sequence spans, and only the suspect pieces go to ftfy. ftfy weighs the evidence
+# of a whole line, though: a C1 control in one piece can make it repair an 'Â ' in another that
+# it leaves alone on its own. So a piece is fixed alone only when it is the line's one piece
+# holding non-ASCII text; otherwise a suspect line goes to ftfy whole (ASCII never adds to, or
+# takes from, its evidence).
 _CHUNK_SPLIT = re.compile(r" (?<=[!-~] )(?=[!-~])")  # the space first: re scans for it fast
 
 
@@ -277,9 +281,13 @@ def _fix_line(line: str, fix: Callable[[str], str]) -> str:
     if len(line) <= 80:
         return fix(line)
     chunks = _CHUNK_SPLIT.split(line)
-    for i, chunk in enumerate(chunks):
-        if not chunk.isascii() and mojibake_suspected(chunk):  # most chunks are ASCII words
-            chunks[i] = fix(chunk)
+    wide = [i for i, chunk in enumerate(chunks) if not chunk.isascii()]  # most chunks are ASCII words
+    suspect = [i for i in wide if mojibake_suspected(chunks[i])]
+    if not suspect:
+        return line
+    if len(wide) > 1:
+        return fix(line)
+    chunks[suspect[0]] = fix(chunks[suspect[0]])
     return " ".join(chunks)
 
 
