@@ -79,20 +79,54 @@ def test_spark_dedup_matches_local(spark, small, tmp_path, flags):
 
 
 @pytest.mark.sysdep("java")
-def test_distributed_components_and_sorted_merge_give_the_same_result(spark, small, tmp_path, monkeypatch):
-    """The paths for big inputs (large-star/small-star on the cluster; decisions merged by a sort
-    instead of broadcast) decide exactly as the paths for small ones."""
+@pytest.mark.parametrize("limits", [
+    {"DRIVER_COMPONENTS_LIMIT": 0, "BROADCAST_LIMIT": 0},  # pairs verified on the driver, components on the cluster
+    {"DRIVER_CANDIDATES_LIMIT": 0, "DRIVER_COMPONENTS_LIMIT": 0, "BROADCAST_LIMIT": 0},  # all in the JVM and on the cluster
+    {"DRIVER_CANDIDATES_LIMIT": 0},  # pairs made and verified in the JVM, components on the driver
+    {"DRIVER_SIGNATURE_BYTES": 0},
+])
+@pytest.mark.parametrize("flags", [[], ["--keep", "longest", "--verify", "--id-field", "id"]])
+def test_distributed_components_and_sorted_merge_give_the_same_result(spark, small, tmp_path, monkeypatch, limits, flags):
+    """The paths for big inputs (candidate pairs and their verification in the JVM;
+    large-star/small-star on the cluster; decisions merged by a sort instead of broadcast)
+    decide exactly as the paths for small ones."""
     from llmtools.engines import spark_dedup
 
-    base = run_cli(["dedup", "--on-error", "skip", "-q", "--engine", "spark", "-o", tmp_path / "a", "--rejects", tmp_path / "ra", *small])
+    args = ["dedup", *flags, "--on-error", "skip", "-q", "--engine", "spark"]
+    base = run_cli([*args, "-o", tmp_path / "a", "--rejects", tmp_path / "ra", *small])
     assert base.exit_code == 0, base.stderr
-    monkeypatch.setattr(spark_dedup, "DRIVER_COMPONENTS_LIMIT", 0)
-    monkeypatch.setattr(spark_dedup, "BROADCAST_LIMIT", 0)
-    big = run_cli(["dedup", "--on-error", "skip", "-q", "--engine", "spark", "-o", tmp_path / "b", "--rejects", tmp_path / "rb", *small])
+    for name, value in limits.items():
+        monkeypatch.setattr(spark_dedup, name, value)
+    big = run_cli([*args, "-o", tmp_path / "b", "--rejects", tmp_path / "rb", *small])
     assert big.exit_code == 0, big.stderr
+    assert len(removed(parts(tmp_path / "ra"))) > 100
     assert parts(tmp_path / "b") == parts(tmp_path / "a") and parts(tmp_path / "rb") == parts(tmp_path / "ra")
     manifest = orjson.loads((tmp_path / "b" / "llmtools-manifest.json").read_bytes())
-    assert manifest["params"]["components_rounds"] >= 2
+    assert (manifest["params"]["components_rounds"] >= 2) == ("DRIVER_COMPONENTS_LIMIT" in limits)
+
+
+def test_bucket_pairs_make_the_candidate_pairs_of_every_bucket():
+    """The numpy band group-by gives the pairs `candidate_pairs` gives bucket by bucket: all pairs
+    of a small bucket, each member with the first and the one before in a large one."""
+    import random
+
+    import numpy as np
+
+    from llmtools.engines.spark_dedup import SMALL_BUCKET, bucket_pairs, candidate_pairs
+
+    rng = random.Random(5)
+    buckets = {key: rng.sample(range(10_000), rng.choice([1, 2, 3, 7, SMALL_BUCKET, SMALL_BUCKET + 1, 90]))
+               for key in rng.sample(range(1 << 59), 60)}
+    rows = [(key, order) for key, members in buckets.items() for order in members]
+    rows.append(rows[0])  # one record twice in a bucket counts once
+    rng.shuffle(rows)
+    half = len(rows) // 2
+    items = [(0, (np.array([k for k, _ in part], dtype=np.int64), np.array([o for _, o in part], dtype=np.int64)))
+             for part in (rows[:half], rows[half:])]
+    (x, y), = list(bucket_pairs()(iter(items)))
+    want = sorted({pair for bucket in buckets.items() for pair in candidate_pairs(bucket)})
+    assert sorted(zip(x.tolist(), y.tolist())) == want
+    assert len(want) > 1000 and all(a > b for a, b in want)
 
 
 def test_large_and_small_star_find_components():

@@ -10,7 +10,10 @@ The stages (each partition's records keep their input order, `order = partition 
 2. Exact: group by digest; near: group by band key, and from each bucket the candidate pairs
    (each member with the bucket's first member and with the member before it), verified with
    the signature estimate (or, with --verify, the exact Jaccard of the shingle sets) against
-   --threshold, as the local index does.
+   --threshold, as the local index does. Near mode keeps each chunk's signatures and band keys
+   as arrays (`Block`): the group-by is a shuffle of arrays sorted and paired in numpy, and
+   below the driver limits the candidates' signatures are collected and the pairs verified on
+   the driver; above them, the pairs are made and verified in the JVM (DataFrame joins).
 3. Connected components of the verified pairs by large-star/small-star (Kiveris et al. 2014),
    and one survivor per component: the earliest record (--keep first) or the longest, earliest
    on ties (--keep longest).
@@ -27,7 +30,7 @@ here and keeps it locally.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from llmtools.engines import EngineConfig
 from llmtools.engines.spark import (
@@ -50,6 +53,11 @@ BROADCAST_LIMIT = 2_000_000  # decisions sent to every executor as one dict; abo
 # Verified pairs up to this many are joined into components on the driver (union-find: one
 # collect instead of several shuffles a round); above it, large-star/small-star on the cluster.
 DRIVER_COMPONENTS_LIMIT = 1_000_000
+# Near mode: up to this many candidate pairs (16 B each) are collected and verified on the
+# driver, when the candidates' signatures take at most DRIVER_SIGNATURE_BYTES there; above
+# either, the pairs are made and verified in the JVM (DataFrame joins).
+DRIVER_CANDIDATES_LIMIT = 8_000_000
+DRIVER_SIGNATURE_BYTES = 256 << 20
 CHUNK = 1024
 MAX_ROUNDS = 64
 
@@ -79,6 +87,19 @@ def _band_table(num_perm: int, bands: int, rows: int) -> Any:
 # --------------------------------------------------------------------------- stage 1: per partition
 
 
+class Block(NamedTuple):
+    """The records of one chunk that near mode deduplicates, as arrays: input orders (int64),
+    text lengths (int64), band keys (int64, rows x bands), signatures (uint32, rows x
+    permutations), ids (with --id-field) and sorted shingle sets as bytes (with --verify)."""
+
+    orders: Any
+    lens: Any
+    keys: Any
+    sigs: Any
+    rids: list | None
+    shingles: list | None
+
+
 class SignTask:
     """Records of one partition -> items, in input order:
     ("r", order, record json, text length (-1: no text), key, band keys, id, contaminated, shingles,
@@ -86,10 +107,14 @@ class SignTask:
     ("x", order, reject entry) for a bad line."""
 
     def __init__(self, opts: Any, bands: tuple[int, int] | None, refs: Any, sources: list[str], part_file: list[int],
-                 acc: Accumulators, job_kw: dict, against_bands: tuple[int, int] | None = None) -> None:
+                 acc: Accumulators, job_kw: dict, against_bands: tuple[int, int] | None = None, blocks: bool = False) -> None:
         self.opts, self.bands, self.refs = opts, bands, refs
         self.sources, self.part_file, self.acc, self.job_kw = sources, part_file, acc, job_kw
         self.against_bands = against_bands
+        # Near mode: a chunk's signatures, band keys, lengths and ids (and --verify's shingle
+        # sets) go in one ("b", order, Block) item after its records, as arrays, instead of
+        # in each record's tuple; the stages that need only them read the blocks.
+        self.blocks = blocks and opts.mode == "near"
 
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
         seen = [0]
@@ -132,6 +157,7 @@ class SignTask:
         sets: dict[int, bytes] = {}
         hits: dict[int, Any] = {}
         against: dict[int, tuple] = {}
+        block = None
         if live and (opts.mode == "near" or self.refs is not None or self.against_bands is not None):
             import numpy as np
 
@@ -141,18 +167,28 @@ class SignTask:
             runs = np.split(h, starts[1:])
             # The band keys of the local index (ops/dedup/bands.py: 60-bit keys, a batch at a
             # time in numpy), so the same pairs become candidates.
-            band_keys = _band_table(opts.num_perm, *self.bands).keys(sigs) if opts.mode == "near" else None
+            table = _band_table(opts.num_perm, *self.bands) if opts.mode == "near" else None
+            band_keys = None if table is None else table.key_array(sigs) if self.blocks else table.keys(sigs)
             ref_keys = _band_table(opts.num_perm, *self.against_bands).keys(sigs) if self.against_bands else None
             for n, (i, sig, run) in enumerate(zip(live, sigs, runs)):
                 if self.refs is not None:
                     hits[i] = self.refs.check(run, sig)
                 if ref_keys is not None:
                     against[i] = (ref_keys[n], np.unique(run).tobytes())
-                if band_keys is not None:
+                if band_keys is not None and not self.blocks:
                     keys[i] = sig.tobytes()
                     bands[i] = band_keys[n]
                     if opts.verify:
                         sets[i] = np.unique(run).tobytes()
+            if self.blocks:
+                # The records deduplicated here: a text, and no --against hit.
+                rows = [n for n, i in enumerate(live) if hits.get(i) is None]
+                if rows:
+                    orders = np.array([base | chunk[live[n]][0] for n in rows], dtype=np.int64)
+                    lens = np.array([len(texts[live[n]]) for n in rows], dtype=np.int64)
+                    rids = [get_field(chunk[live[n]][1], opts.id_field) for n in rows] if opts.id_field else None
+                    shingles = [np.unique(runs[n]).tobytes() for n in rows] if opts.verify else None
+                    block = Block(orders, lens, band_keys[rows], sigs[rows], rids, shingles)
         if opts.mode == "exact":
             for i in live:
                 keys[i] = ops.digest(texts[i], opts)
@@ -164,6 +200,8 @@ class SignTask:
             text = texts[i]
             yield ("r", base | line, dumps(rec), -1 if text is None else len(text), keys.get(i), bands.get(i), rid,
                    hits.get(i), sets.get(i), against.get(i))
+        if block is not None:
+            yield ("b", int(block.orders[0]), block)
 
 
 # --------------------------------------------------------------------------- stage 2: pairs
@@ -310,6 +348,8 @@ class Emit:
         opts, mark = self.opts, self.opts.mark
         counts: Counter = Counter()
         for item in items:
+            if item[0] == "b":  # near mode's arrays: decided already
+                continue
             if item[0] == "x":
                 entry = item[2]
                 entry["line"] = self.where(item[1])[1]
@@ -592,7 +632,7 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         job_kw = dict(field=job.field, on_error=job.on_error, validate=job.validate, locate=True)
         refs_b = sc.broadcast(refs) if refs is not None else None
         against_bands = opts.lsh_bands(opts.against_threshold or opts.threshold) if against == "join" else None
-        task = SignTask(opts, bands, None, sources, part_file, acc, job_kw, against_bands)
+        task = SignTask(opts, bands, None, sources, part_file, acc, job_kw, against_bands, blocks=against != "join")
         if refs_b is not None:
             def signed(gp: int, it: Iterable[bytes], task: SignTask = task) -> Iterator[tuple]:
                 task.refs = refs_b.value
@@ -607,7 +647,7 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
                 starts = first_lines(part_file, acc.lines.value)
                 if against == "join":
                     items = _join_references(spark_run, items, ref_frame, opts, nparts)
-                decisions, rounds = _decide(spark_run.spark, items, opts, shuffle)
+                decisions, rounds = _decide(spark_run.spark, items, opts, shuffle, task.blocks)
                 stats = _finish(spark_run, items, decisions, opts, sources, part_file, starts, len(files) == 1, acc,
                                 out_uri, rej_uri, nparts)
         except BaseException:
@@ -625,10 +665,12 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         return stats
 
 
-def _decide(spark: Any, items: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
+def _decide(spark: Any, items: Any, opts: Any, shuffle: int, blocks: bool = False) -> tuple[Any, int]:
     """The duplicates, order -> (kept order, kept id or None, similarity): a dict when the
     driver decided them (near, few edges), else an RDD of (order, (kept, kept id, similarity));
     and the number of connected-component rounds run on the cluster (0 on the driver)."""
+    if blocks:
+        return _decide_near_blocks(spark, items.filter(lambda t: t[0] == "b").map(lambda t: t[2]), opts, shuffle)
     recs = items.filter(lambda t: t[0] == "r" and t[3] >= 0 and t[7] is None)
     if opts.mode == "exact":
         return _decide_exact(recs, opts, shuffle), 0
@@ -745,33 +787,245 @@ def _decide_near(spark: Any, recs: Any, opts: Any, shuffle: int) -> tuple[Any, i
             length[x], length[y] = lx, ly
             if rx is not None:
                 ids[x], ids[y] = pickle.loads(rx), pickle.loads(ry)
-        roots = driver_components([(x, y) for x, y, *_ in rows])
-        decisions: dict[int, tuple] = {}
-        if longest:
-            members: dict[int, list[int]] = {}
-            for node in length:
-                members.setdefault(roots.get(node, node), []).append(node)
-            wanted = []
-            for nodes in members.values():
-                survivor = max(nodes, key=lambda n: (length[n], -n))
-                wanted.extend((n, survivor) for n in nodes if n != survivor)
-            # A duplicate must match its survivor itself (locally dup_of is always a kept
-            # record); the similarity reported is the one to the survivor.
-            if wanted:
-                pairs = spark.createDataFrame(wanted, "x long, y long")
-                for dup, kept, sim, *_ in _similar(meta, pairs, opts).collect():
-                    decisions[dup] = (kept, ids.get(kept), sim)
-        else:
-            # Within each component, the local command's greedy decision over the verified edges.
-            components: dict[int, list[tuple]] = {}
-            for x, y, sim, *_ in rows:
-                components.setdefault(roots.get(x, x), []).append((x, y, sim))
-            for root, component in components.items():
-                for dup, (kept, sim) in greedy_component((root, component)):
-                    decisions[dup] = (kept, ids.get(kept), sim)
+
+        def direct(wanted: list[tuple[int, int]]) -> list[tuple]:
+            pairs = spark.createDataFrame(wanted, "x long, y long")
+            return [(dup, kept, sim) for dup, kept, sim, *_ in _similar(meta, pairs, opts).collect()]
+
+        decisions = driver_decisions([(x, y, sim) for x, y, sim, *_ in rows], length, ids, longest, direct)
         return decisions, 0
     finally:
         meta.unpersist()
+
+
+def driver_decisions(edges: list[tuple[int, int, float]], length: dict[int, int], ids: dict[int, Any], longest: bool,
+                     direct: Any) -> dict[int, tuple]:
+    """dup -> (kept, kept id or None, similarity) from the verified edges (x, y, similarity),
+    on the driver: union-find components, then per component the local command's greedy
+    decision (--keep first), or the longest record as survivor (--keep longest), where
+    `direct(wanted)` gives (dup, survivor, similarity) for the (dup, survivor) pairs that match."""
+    roots = driver_components([(x, y) for x, y, _ in edges])
+    decisions: dict[int, tuple] = {}
+    if longest:
+        members: dict[int, list[int]] = {}
+        for node in length:
+            members.setdefault(roots.get(node, node), []).append(node)
+        wanted = []
+        for nodes in members.values():
+            survivor = max(nodes, key=lambda n: (length[n], -n))
+            wanted.extend((n, survivor) for n in nodes if n != survivor)
+        # A duplicate must match its survivor itself (locally dup_of is always a kept
+        # record); the similarity reported is the one to the survivor.
+        if wanted:
+            for dup, kept, sim in direct(wanted):
+                decisions[dup] = (kept, ids.get(kept), sim)
+    else:
+        # Within each component, the local command's greedy decision over the verified edges.
+        components: dict[int, list[tuple]] = {}
+        for x, y, sim in edges:
+            components.setdefault(roots.get(x, x), []).append((x, y, sim))
+        for root, component in components.items():
+            for dup, (kept, sim) in greedy_component((root, component)):
+                decisions[dup] = (kept, ids.get(kept), sim)
+    return decisions
+
+
+# --------------------------------------------------------------------------- near mode on blocks
+#
+# The band group-by as a shuffle of arrays: each map task sends, per reduce partition, one
+# array of band keys and one of orders (so a shuffle of 3.2M (key, order) rows is a few dozen
+# records of bytes, not 3.2M pickled tuples or JVM rows); each reduce task sorts its rows and
+# makes the candidate pairs of every bucket with more than one member, in numpy. Below the
+# driver limits the candidates' signatures are collected and verified on the driver in numpy
+# (a few hundred thousand pairs take a fraction of a second); above them the JVM path runs.
+
+
+def _band_rows(partitions: int) -> Any:
+    def rows(blocks: Iterable[Block]) -> Iterator[tuple[int, tuple]]:
+        import numpy as np
+
+        keys, orders = [], []
+        for blk in blocks:
+            keys.append(blk.keys.ravel())
+            orders.append(np.repeat(blk.orders, blk.keys.shape[1]))
+        if not keys:
+            return
+        k, o = np.concatenate(keys), np.concatenate(orders)
+        dest = k % partitions  # keys are 60-bit, never negative
+        by = np.argsort(dest, kind="stable")
+        bounds = np.searchsorted(dest[by], np.arange(partitions + 1))
+        for p in range(partitions):
+            sel = by[bounds[p]:bounds[p + 1]]
+            if len(sel):
+                yield p, (k[sel], o[sel])
+
+    return rows
+
+
+def bucket_pairs(small: int = SMALL_BUCKET) -> Any:
+    """(band key, order) arrays of one reduce partition -> the (later, earlier) candidate pairs
+    of its buckets, as `candidate_pairs` makes them, distinct within the partition."""
+
+    def pairs(items: Iterable[tuple[int, tuple]]) -> Iterator[tuple]:
+        import numpy as np
+
+        parts = [kv[1] for kv in items]
+        if not parts:
+            return
+        k = np.concatenate([p[0] for p in parts])
+        o = np.concatenate([p[1] for p in parts])
+        by = np.lexsort((o, k))
+        k, o = k[by], o[by]
+        if len(k) > 1:  # a record in one bucket twice (two bands with one key) counts once
+            keep = np.ones(len(k), dtype=bool)
+            keep[1:] = (k[1:] != k[:-1]) | (o[1:] != o[:-1])
+            k, o = k[keep], o[keep]
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.zeros(0, dtype=np.int64)
+        sizes = np.diff(np.r_[starts, len(k)])
+        xs, ys = [], []
+        for size in np.unique(sizes[(sizes > 1) & (sizes <= small)]).tolist():
+            first = starts[sizes == size][:, None]
+            i, j = np.tril_indices(size, -1)  # every pair, i > j: the later member first
+            xs.append(o[first + i].ravel())
+            ys.append(o[first + j].ravel())
+        for start, size in zip(starts[sizes > small].tolist(), sizes[sizes > small].tolist()):
+            m = o[start:start + size]  # sorted: each member with the first and with the one before
+            xs.extend([m[1:], m[2:]])
+            ys.extend([np.full(size - 1, m[0]), m[1:-1]])
+        if xs:
+            yield unique_pairs(np.concatenate(xs), np.concatenate(ys))
+
+    return pairs
+
+
+def unique_pairs(x: Any, y: Any) -> tuple[Any, Any]:
+    import numpy as np
+
+    by = np.lexsort((y, x))
+    x, y = x[by], y[by]
+    keep = np.ones(len(x), dtype=bool)
+    keep[1:] = (x[1:] != x[:-1]) | (y[1:] != y[:-1])
+    return x[keep], y[keep]
+
+
+def _members(orders: Any, wanted: Any) -> Any:
+    """Positions of `orders` that are in the sorted array `wanted`."""
+    import numpy as np
+
+    pos = np.minimum(np.searchsorted(wanted, orders), max(len(wanted) - 1, 0))
+    return np.flatnonzero(wanted[pos] == orders) if len(wanted) else np.zeros(0, dtype=np.int64)
+
+
+def _block_records(blk: Block) -> list[tuple]:
+    """A block as the per-record tuples the JVM and cluster paths read (order, length, signature,
+    band keys, id, shingle set at the places SignTask puts them)."""
+    rids = blk.rids if blk.rids is not None else [None] * len(blk.orders)
+    sets = blk.shingles if blk.shingles is not None else [None] * len(blk.orders)
+    return [("r", order, None, length, sig.tobytes(), keys, rid, None, shingles, None)
+            for order, length, sig, keys, rid, shingles in zip(blk.orders.tolist(), blk.lens.tolist(), blk.sigs,
+                                                               blk.keys.tolist(), rids, sets)]
+
+
+class Signatures:
+    """The candidates' signatures on the driver: orders (sorted), lengths, ids, signatures and
+    shingle sets; `similar` verifies pairs as `similarity` does, in numpy."""
+
+    def __init__(self, blocks: list[Block], opts: Any) -> None:
+        import numpy as np
+
+        self.opts = opts
+        orders = np.concatenate([b.orders for b in blocks]) if blocks else np.zeros(0, dtype=np.int64)
+        by = np.argsort(orders)
+        self.orders = orders[by]
+        self.lens = (np.concatenate([b.lens for b in blocks]) if blocks else orders)[by]
+        self.sigs = (np.concatenate([b.sigs for b in blocks]) if blocks else np.zeros((0, opts.num_perm), np.uint32))[by]
+        rids = [r for b in blocks for r in (b.rids or ())]
+        self.rids = [rids[i] for i in by.tolist()] if opts.id_field else None
+        sets = [s for b in blocks for s in (b.shingles or ())]
+        self.sets = [sets[i] for i in by.tolist()] if opts.verify else None
+
+    def index(self, orders: Any) -> Any:
+        import numpy as np
+
+        return np.searchsorted(self.orders, orders)
+
+    def similar(self, x: Any, y: Any) -> list[tuple[int, int, float]]:
+        """(x, y, similarity) for the pairs at or above --threshold."""
+        import numpy as np
+
+        opts = self.opts
+        ix, iy = self.index(x), self.index(y)
+        if opts.verify:
+            from llmtools.ops import dedup as ops
+
+            sets = self.sets
+            values = np.array([ops.exact_jaccard(np.frombuffer(sets[a], dtype=np.uint32), np.frombuffer(sets[b], dtype=np.uint32))
+                               for a, b in zip(ix.tolist(), iy.tolist())], dtype=np.float64)
+        else:
+            equal = np.empty(len(ix), dtype=np.int64)
+            step = 1 << 15  # pairs at a time: two (step x permutations) arrays in memory
+            for lo in range(0, len(ix), step):
+                equal[lo:lo + step] = (self.sigs[ix[lo:lo + step]] == self.sigs[iy[lo:lo + step]]).sum(axis=1)
+            values = equal / self.sigs.shape[1]
+        keep = np.flatnonzero(values >= opts.threshold)
+        return [(a, b, round(v, 4)) for a, b, v in zip(x[keep].tolist(), y[keep].tolist(), values[keep].tolist())]
+
+
+def _decide_near_blocks(spark: Any, blocks: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
+    """Near mode from the signed blocks: candidate pairs by a shuffle of arrays; below the driver
+    limits, verified, joined into components and decided on the driver; else the JVM path."""
+    import numpy as np
+    from pyspark import StorageLevel
+
+    sc = blocks.context
+    conf = sc.getConf()
+    blocks = blocks.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        pairs = (blocks.mapPartitions(_band_rows(shuffle)).partitionBy(shuffle, lambda p: p)
+                 .mapPartitions(bucket_pairs()).persist(StorageLevel.MEMORY_AND_DISK))
+        try:
+            limit = int(conf.get("spark.llmtools.dedup.driverCandidatesLimit", str(DRIVER_CANDIDATES_LIMIT)))
+            found = pairs.map(lambda p: len(p[0])).collect()
+            if sum(found) > limit:
+                return _decide_near(spark, blocks.flatMap(_block_records), opts, shuffle)
+            parts = pairs.collect()
+        finally:
+            pairs.unpersist()
+        x = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+        y = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+        x, y = unique_pairs(x, y)
+        nodes = np.unique(np.concatenate([x, y]))
+        budget = int(conf.get("spark.llmtools.dedup.driverSignatureBytes", str(DRIVER_SIGNATURE_BYTES)))
+        if len(nodes) * opts.num_perm * 4 > budget:
+            return _decide_near(spark, blocks.flatMap(_block_records), opts, shuffle)
+        wanted = sc.broadcast(nodes)
+
+        def pick(blk: Block) -> Block:
+            at = _members(blk.orders, wanted.value)
+            rids = [blk.rids[i] for i in at.tolist()] if blk.rids is not None else None
+            sets = [blk.shingles[i] for i in at.tolist()] if blk.shingles is not None else None
+            return Block(blk.orders[at], blk.lens[at], None, blk.sigs[at], rids, sets)
+
+        sigs = Signatures([b for b in blocks.map(pick).collect() if len(b.orders)], opts)
+        wanted.unpersist()
+        edges = sigs.similar(x, y)
+        limit = int(conf.get("spark.llmtools.dedup.driverComponentsLimit", str(DRIVER_COMPONENTS_LIMIT)))
+        if len(edges) > limit:
+            recs = blocks.flatMap(_block_records)
+            return _decide_near_cluster(recs, sc.parallelize(edges, max(2, sc.defaultParallelism)), opts, shuffle)
+        at = sigs.index(np.array(sorted({n for e in edges for n in e[:2]}), dtype=np.int64))
+        length = dict(zip(sigs.orders[at].tolist(), sigs.lens[at].tolist()))
+        ids = dict(zip(sigs.orders[at].tolist(), [sigs.rids[i] for i in at.tolist()])) if sigs.rids is not None else {}
+
+        def direct(wanted_pairs: list[tuple[int, int]]) -> list[tuple]:
+            if not wanted_pairs:
+                return []
+            dup, kept = (np.array(v, dtype=np.int64) for v in zip(*wanted_pairs))
+            return sigs.similar(dup, kept)
+
+        return driver_decisions(edges, length, ids, opts.keep == "longest", direct), 0
+    finally:
+        blocks.unpersist()
 
 
 def _decide_near_cluster(recs: Any, edges: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
@@ -832,7 +1086,7 @@ def _finish(spark_run: SparkRun, items: Any, decisions: Any, opts: Any, sources:
         table = sc.broadcast(local if local is not None else dict(decisions.collect()))
         tagged = items.mapPartitions(emit.broadcast(table))
     else:
-        keyed = items.map(lambda t: ((t[1], 1), t)).union(decisions.map(lambda kv: ((kv[0], 0), kv[1])))
+        keyed = items.filter(lambda t: t[0] != "b").map(lambda t: ((t[1], 1), t)).union(decisions.map(lambda kv: ((kv[0], 0), kv[1])))
         tagged = keyed.repartitionAndSortWithinPartitions(nparts, lambda key: key[0] >> PART_SHIFT).mapPartitions(emit.merged)
     if rej_uri is not None:
         tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)

@@ -63,6 +63,11 @@ class BandTable:
 
     def keys(self, sigs: Any) -> list[list[int]]:
         """Each signature's band keys (a list of `bands` ints per row of `sigs`)."""
+        # 60 bits: a Python int below 2**60 is 32 bytes, above it 36
+        return self.key_array(sigs).tolist()
+
+    def key_array(self, sigs: Any) -> Any:
+        """The band keys of `keys` as an int64 array (len(sigs) x bands), for batch work."""
         np = self.np
         b, r = self.bands, self.rows
         cut = np.ascontiguousarray(sigs[:, : b * r]).reshape(len(sigs), b, r)
@@ -75,8 +80,7 @@ class BandTable:
             h ^= h >> np.uint64(33)
             h *= np.uint64(0xC4CEB9FE1A85EC53)
             h ^= h >> np.uint64(33)
-        # 60 bits: a Python int below 2**60 is 32 bytes, above it 36
-        return (h >> np.uint64(4)).tolist()
+        return (h >> np.uint64(4)).astype(np.int64)
 
     def query(self, keys: list[int]) -> list[int]:
         """Document numbers sharing at least one band key, each once, in first-seen order."""
