@@ -28,13 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -94,66 +92,128 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_load(url: str, bodies: list[dict], concurrency: int, stream: bool = False) -> dict:
     """Send every body once, `concurrency` at a time; returns throughput and latency figures.
-    With `stream`, each request is streamed and the time to its first text chunk is kept (TTFT)."""
-    work: queue.Queue = queue.Queue()
-    for body in bodies:
-        work.put(body)
+    With `stream`, each request is streamed and the time to its first text chunk is kept (TTFT).
+
+    The clients are `concurrency` coroutines on one asyncio loop in this process, each with its
+    own keep-alive connection, speaking HTTP/1.1 on raw sockets: a benchmark client must not take
+    CPU from the servers it measures (16 httpx client threads parsing SSE did, on 2 cores). The
+    CPU the clients used is reported (`client_cpu_s`), and the server's own (`server_cpu_s`)."""
+    import asyncio
+
+    return asyncio.run(_run_load(url, bodies, concurrency, stream))
+
+
+async def _run_load(url: str, bodies: list[dict], concurrency: int, stream: bool) -> dict:
+    import asyncio
+    from urllib.parse import urlsplit
+
+    import orjson
+
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port
+    work = list(reversed(bodies))
     latencies: list[float] = []
     ttfts: list[float] = []
     tokens = [0]
     statuses: dict[int, int] = {}
-    lock = threading.Lock()
 
-    def one(c: httpx.Client, body: dict) -> tuple[int, int, float | None]:
-        if not stream:
-            r = c.post(url + "/v1/completions", json=body)
-            return r.status_code, (r.json()["usage"]["completion_tokens"] if r.status_code == 200 else 0), None
-        first, n, pieces = None, 0, 0
+    async def one(reader, writer, body: dict) -> tuple[int, int, float | None, bool]:
+        if stream:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        data = orjson.dumps(body)
         t0 = time.perf_counter()
-        with c.stream("POST", url + "/v1/completions", json={**body, "stream": True,
-                                                               "stream_options": {"include_usage": True}}) as r:
-            if r.status_code != 200:
-                r.read()
-                return r.status_code, 0, None
-            for line in r.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (host.encode(), port, len(data), data))
+        status = int((await reader.readline()).split()[1])
+        chunked, length, close = False, 0, False
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "transfer-encoding" and "chunked" in value:
+                chunked = True
+            elif name == "content-length":
+                length = int(value)
+            elif name == "connection" and value == "close":
+                close = True
+        first, n, pieces, buf = None, 0, 0, b""
+
+        def events(data: bytes) -> None:
+            nonlocal first, n, pieces, buf
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                     continue
-                event = json.loads(line[6:])
-                if event.get("choices") and event["choices"][0].get("text"):
+                event = orjson.loads(line[6:])
+                choices = event.get("choices")
+                if choices and choices[0].get("text"):
                     pieces += 1
                     if first is None:
                         first = time.perf_counter() - t0
                 if event.get("usage"):
                     n = event["usage"]["completion_tokens"]
-        # llama_cpp.server ignores stream_options.include_usage: count its chunks (one per token)
-        return r.status_code, n or pieces, first
 
-    def client() -> None:
-        with httpx.Client(timeout=600) as c:
+        if chunked:
             while True:
-                try:
-                    body = work.get_nowait()
-                except queue.Empty:
-                    return
-                t0 = time.perf_counter()
-                status, n, first = one(c, body)
-                dt = time.perf_counter() - t0
-                with lock:
-                    statuses[status] = statuses.get(status, 0) + 1
-                    if status == 200:
-                        latencies.append(dt)
-                        tokens[0] += n
-                        if first is not None:
-                            ttfts.append(first)
+                size = int((await reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    await reader.readline()
+                    break
+                data = await reader.readexactly(size + 2)
+                if status == 200 and stream:
+                    events(data[:-2])
+                elif status == 200:
+                    buf += data[:-2]
+        else:
+            data = await reader.readexactly(length)
+            if status == 200 and stream:
+                events(data + b"\n")
+            else:
+                buf = data
+        if status == 200 and not stream:
+            n = orjson.loads(buf)["usage"]["completion_tokens"]
+        # llama_cpp.server ignores stream_options.include_usage: count its chunks (one per token)
+        return status, n or pieces, first, close
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while work:
+                body = work.pop()
+                t0 = time.perf_counter()
+                status, n, first, close = await one(reader, writer, body)
+                dt = time.perf_counter() - t0
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    latencies.append(dt)
+                    tokens[0] += n
+                    if first is not None:
+                        ttfts.append(first)
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+        finally:
+            writer.close()
+
+    cpu0 = time.process_time()
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - start
-    return summarize(latencies, tokens[0], wall, statuses, ttfts)
+    out = summarize(latencies, tokens[0], wall, statuses, ttfts)
+    out["client_cpu_s"] = round(time.process_time() - cpu0, 3)
+    return out
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summarize(latencies: list[float], tokens: int, wall: float, statuses: dict | None = None,
@@ -226,7 +286,8 @@ def start_servers(path: str, args, env: dict) -> dict:
     servers = {}
     common = ["--threads", str(args.threads), "--batch-threads", str(args.batch_threads), "--n-ctx", str(args.n_ctx),
               "--max-queue", "256", "-q"]
-    for name, extra in (("llmtools --parallel", ["--parallel", str(top), "--max-concurrency", str(top)]),
+    parallel = ["--parallel", str(args.parallel)] if args.parallel else []  # default: serve's own
+    for name, extra in (("llmtools --parallel", [*parallel, "--max-concurrency", str(top)]),
                         ("llmtools sequential", ["--parallel", "0", "--max-concurrency", str(top)])):
         if name not in args.system_list:
             continue
@@ -263,6 +324,14 @@ def main() -> None:
                     help="comma-separated subset of: " + ", ".join(SYSTEMS) + ", direct (to split a run into "
                          "several shorter invocations)")
     ap.add_argument("--no-probe", action="store_true")
+    ap.add_argument("--parallel", type=int, default=0,
+                    help="llmtools serve --parallel (slots decoded together); default: serve's own default")
+    ap.add_argument("--fresh-prompts", action="store_true",
+                    help="every request of the run its own prompt (a different number at its start), so that no two "
+                         "requests share more than the chat template and a token or two, and prefix reuse cannot "
+                         "serve a repeated prompt; the same prompts for every system at a level and round")
+    ap.add_argument("--probe-steps", type=int, default=64)
+    ap.add_argument("--probe-runs", type=int, default=2)
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args()
     args.level_list = [int(x) for x in args.levels.split(",")]
@@ -283,15 +352,37 @@ def main() -> None:
     # The same prompt text for everyone: the model's own chat template, rendered once.
     renderer = load_model(path, threads=args.threads, n_ctx=args.n_ctx)
     prompts = [renderer.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
+    template = prompts[0]
+    q0 = QUESTIONS[0]
+    head, tail = template[: template.index(q0)], template[template.index(q0) + len(q0):]
     renderer.close()
-    prompts = (prompts * (args.requests // len(prompts) + 1))[: args.requests]
-    common = {"max_tokens": args.max_tokens, "temperature": 0.0, "top_p": 1.0, "top_k": 0}
-    ours = [{"prompt": p, **common} for p in prompts]
-    # llama_cpp.server's own defaults differ (top_k 40, min_p 0.05, repeat_penalty 1.1): pin them
-    # to what llmtools and the direct run use, so every system decodes the same way.
-    theirs = [{"prompt": p, **common, "min_p": 0.0, "repeat_penalty": 1.0} for p in prompts]
 
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    def renderer_prompts(question: str) -> str:  # the chat template, filled without the model loaded
+        return head + question + tail
+    common = {"max_tokens": args.max_tokens, "temperature": 0.0, "top_p": 1.0, "top_k": 0}
+    serial = [0]
+
+    def prompt_set() -> list[str]:
+        if not args.fresh_prompts:
+            return (prompts * (args.requests // len(prompts) + 1))[: args.requests]
+        out = []
+        for i in range(args.requests):
+            serial[0] += 1
+            # the digits reversed, so that consecutive requests differ in their first token
+            q = f"{str(serial[0])[::-1]}. {QUESTIONS[i % len(QUESTIONS)]}"
+            out.append(renderer_prompts(q))
+        return out
+
+    def bodies(texts: list[str]) -> tuple[list[dict], list[dict]]:
+        ours = [{"prompt": p, **common} for p in texts]
+        # llama_cpp.server's own defaults differ (top_k 40, min_p 0.05, repeat_penalty 1.1): pin
+        # them to what llmtools and the direct run use, so every system decodes the same way.
+        theirs = [{"prompt": p, **common, "min_p": 0.0, "repeat_penalty": 1.0} for p in texts]
+        return ours, theirs
+
+    # the servers run this tree's llmtools, whatever is installed
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     servers = start_servers(path, args, env)
     results: list[dict] = []
     probe_res = None
@@ -301,27 +392,32 @@ def main() -> None:
         llm = llama_cpp.Llama(model_path=path, n_threads=args.threads, n_threads_batch=args.batch_threads,
                               n_ctx=args.n_ctx, verbose=False)
         run_direct(llm, prompts[:2], args.max_tokens)  # warm-up: page the weights in for everyone
+        warm_ours, warm_theirs = bodies(prompts[:2])
         for name, (url, _, _) in servers.items():
-            run_load(url, (theirs if name == "llama_cpp.server" else ours)[:2], 1, stream=True)
+            run_load(url, warm_theirs if name == "llama_cpp.server" else warm_ours, 1, stream=True)
         for rnd in range(args.rounds):
             if "direct" in args.system_list:
-                direct = run_direct(llm, prompts, args.max_tokens)
+                direct = run_direct(llm, prompt_set(), args.max_tokens)
                 results.append({"round": rnd, "system": "direct", "concurrency": 1, "load": os.getloadavg()[0], **direct})
                 print(f"round {rnd} direct: {direct['tokens_per_s']} tok/s p95 {direct['p95_ms']} ms", file=sys.stderr)
             for c in args.level_list:
+                ours, theirs = bodies(prompt_set())
                 order = list(servers)
                 if (rnd + c) % 2:
                     order.reverse()
                 for name in order:
-                    url = servers[name][0]
+                    url, proc, _ = servers[name]
                     before = batch_counters(url) if name == "llmtools --parallel" else {}
+                    cpu0 = proc_cpu(proc.pid)
                     res = run_load(url, theirs if name == "llama_cpp.server" else ours, c, stream=True)
+                    res["server_cpu_s"] = round(proc_cpu(proc.pid) - cpu0, 3)
                     if before:
                         res["batch_profile"] = profile_delta(before, batch_counters(url), res["wall_s"])
                         print(f"  batcher: {res['batch_profile']}", file=sys.stderr)
                     results.append({"round": rnd, "system": name, "concurrency": c, "load": os.getloadavg()[0], **res})
                     print(f"round {rnd} {name} c={c}: {res['tokens_per_s']} tok/s p50 {res['p50_ms']} p95 {res['p95_ms']} "
-                          f"ttft {res['ttft_p50_ms']} ms {res['statuses']}", file=sys.stderr)
+                          f"ttft {res['ttft_p50_ms']} ms {res['statuses']}; cpu: server {res['server_cpu_s']:.2f}s, "
+                          f"clients {res['client_cpu_s']:.2f}s of {res['wall_s']:.2f}s wall", file=sys.stderr)
         llm.close()
     finally:
         for _, proc, _ in servers.values():
@@ -334,7 +430,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from probe_batch import probe
 
-        probe_res = probe(path, args.threads, sorted({1, *args.level_list}), steps=64, runs=2)
+        probe_res = probe(path, args.threads, sorted({1, *args.level_list}), steps=args.probe_steps, runs=args.probe_runs)
         print(f"probe: {probe_res['tps']}", file=sys.stderr)
     report(results, probe_res, args, path)
     if args.json:
@@ -351,19 +447,21 @@ def report(results: list[dict], probe_res: dict | None, args, path: str) -> None
         wall = sum(r["wall_s"] for r in rows)
         med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
         return {"tps": tokens / wall, "p50": med("p50_ms"), "p95": med("p95_ms"), "ttft": med("ttft_p50_ms"),
-                "errors": sum(n for r in rows for s, n in r["statuses"].items() if int(s) != 200)}
+                "errors": sum(n for r in rows for s, n in r["statuses"].items() if int(s) != 200),
+                "cpu": (f"{sum(r.get('server_cpu_s', 0) for r in rows) / wall:.2f} / "
+                        f"{sum(r.get('client_cpu_s', 0) for r in rows) / wall:.2f}")}
 
-    loads = [r["load"] for r in results]
+    loads = [r["load"] for r in results] or [os.getloadavg()[0]]
     direct = agg("direct", 1)
 
     print(f"\n{Path(path).name}, {args.threads} llama.cpp threads (prompts: {args.batch_threads}), {args.requests} "
           f"streamed /v1/completions x {args.max_tokens} max tokens per system and level, greedy, {args.rounds} round(s); "
           f"load average {min(loads):.1f}-{max(loads):.1f}\n")
-    print("| clients | system | tokens/s | p50 latency ms | p95 latency ms | TTFT p50 ms | non-200 | vs direct | vs own 1-client | vs llama_cpp.server | vs probe B=N |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| clients | system | tokens/s | p50 latency ms | p95 latency ms | TTFT p50 ms | non-200 | vs direct | vs own 1-client | vs llama_cpp.server | vs probe B=N | CPU cores: server / clients |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     if direct:
         print(f"| 1 | direct llama-cpp-python | {direct['tps']:.1f} | {direct['p50']:.0f} | {direct['p95']:.0f} | "
-              f"{direct['ttft']:.0f} | 0 | 1.00x | | | |")
+              f"{direct['ttft']:.0f} | 0 | 1.00x | | | | |")
     for c in args.level_list:
         theirs = agg("llama_cpp.server", c)
         for name in SYSTEMS:
@@ -374,14 +472,14 @@ def report(results: list[dict], probe_res: dict | None, args, path: str) -> None
             vs_theirs = f"{row['tps'] / theirs['tps']:.2f}x" if theirs and theirs["tps"] else ""
             vs_direct = f"{row['tps'] / direct['tps']:.2f}x" if direct else ""
             vs_probe = ""
-            if probe_res and name == "llmtools --parallel":
+            if probe_res and name == "llmtools --parallel" and c in probe_res["tps"]:
                 vs_probe = f"{row['tps'] / statistics.median(probe_res['tps'][c]):.2f}x"
             print(f"| {c} | {name} | {row['tps']:.1f} | {row['p50']:.0f} | {row['p95']:.0f} | {row['ttft']:.0f} | "
                   f"{row['errors']} | {vs_direct} | "
-                  f"{row['tps'] / own['tps'] if own['tps'] else float('nan'):.2f}x | {vs_theirs} | {vs_probe} |")
+                  f"{row['tps'] / own['tps'] if own['tps'] else float('nan'):.2f}x | {vs_theirs} | {vs_probe} | {row['cpu']} |")
     if probe_res:
         base = statistics.median(probe_res["tps"][1])
-        print("\nprobe (low-level llama_decode, B sequences per step, greedy, 64 steps; median of runs):\n")
+        print(f"\nprobe (low-level llama_decode, B sequences per step, greedy, {args.probe_steps} steps; median of runs):\n")
         print("| B | tokens/s | x vs B=1 | seq 0 logits bit-identical to alone |")
         print("|---:|---:|---:|---|")
         for b, values in sorted(probe_res["tps"].items()):

@@ -7,6 +7,12 @@ whether sequence 0's logits at every step are bit-identical to its logits when i
 question "does batching change a sequence's output?").
 
     .venv/bin/python benchmarks/serve/probe_batch.py [--model smollm2] [--threads 2] [--sizes 1,2,4,8,16]
+    .venv/bin/python benchmarks/serve/probe_batch.py --layouts   # which slots decode together
+
+`--layouts` times a decode step by *which* KV streams (slots) the sequences hold, in a 16-stream
+context: llama.cpp splits a batch into micro-batches of consecutive sequence ids in batch order
+(`split_equal(.., sequential)` when each sequence has its own stream), one pass over the weights
+each, so 4 sequences in slots 0-3 cost one pass and in slots 0, 2, 5, 7 three.
 
 `--json FILE` writes the raw figures; bench.py imports `probe()` to run it beside the servers.
 """
@@ -90,6 +96,22 @@ class LowLevel:
 
         return int(np.frombuffer(arr, dtype=np.float32).argmax())
 
+    def run_slots(self, slots: list[int], steps: int = 24) -> float:
+        """Milliseconds per decode step with one sequence in each of `slots`, in that batch order."""
+        self.lc.llama_memory_clear(self.mem, True)
+        last, pos = {}, {}
+        for k, s in enumerate(slots):
+            ids = self.tokenize(PROMPTS[k % len(PROMPTS)])
+            self.decode([(t, p, s, p == len(ids) - 1) for p, t in enumerate(ids)])
+            last[s], pos[s] = self.argmax(len(ids) - 1), len(ids)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.decode([(last[s], pos[s], s, True) for s in slots])
+            for i, s in enumerate(slots):
+                last[s] = self.argmax(i)
+                pos[s] += 1
+        return (time.perf_counter() - t0) / steps * 1000
+
     def run(self, b: int, steps: int, keep_logits: bool = False) -> tuple[float, list[bytes]]:
         """Decode time of `steps` steps for `b` sequences, and sequence 0's logits per step."""
         self.lc.llama_memory_clear(self.mem, True)
@@ -141,6 +163,33 @@ def probe(path: str, threads: int, sizes: list[int], steps: int = 64, runs: int 
     return {"tps": tps, "identical": identical, "max_abs_diff": diff}
 
 
+LAYOUTS = [
+    ("1 sequence", [0]),
+    ("4 in slots 0-3", [0, 1, 2, 3]),
+    ("4 in slots 0, 2, 5, 7", [0, 2, 5, 7]),
+    ("4 in slots 3, 0, 1, 2 (batch order)", [3, 0, 1, 2]),
+    ("8 in slots 0-7", list(range(8))),
+    ("8 in even slots", list(range(0, 16, 2))),
+    ("8 in slots 0-7, one out of order", [5, 0, 1, 2, 3, 4, 6, 7]),
+    ("16 in slots 0-15", list(range(16))),
+    ("16 in slots 15-0 (batch order)", list(range(15, -1, -1))),
+]
+
+
+def layouts(path: str, threads: int, runs: int = 2) -> None:
+    ll = LowLevel(path, threads, 16, n_ctx_seq=1024)
+    try:
+        ll.run_slots([0], 4)
+        print(f"{Path(path).name}, {threads} threads, 16 KV streams of 1024 cells; best of {runs} runs of 24 steps\n")
+        print("| sequences | ms per step | tokens/s |")
+        print("|---|---:|---:|")
+        for name, slots in LAYOUTS:
+            ms = min(ll.run_slots(slots) for _ in range(runs))
+            print(f"| {name} | {ms:.1f} | {len(slots) * 1000 / ms:.1f} |", flush=True)
+    finally:
+        ll.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2", help="a .gguf path or a registry name")
@@ -149,12 +198,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--runs", type=int, default=4)
     ap.add_argument("--unified", action="store_true", help="one KV cache shared by all sequences (kv_unified)")
+    ap.add_argument("--layouts", action="store_true", help="time a decode step by which slots the sequences hold")
     ap.add_argument("--json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from llmtools.models import gguf_file
 
     path = args.model if args.model.endswith(".gguf") else gguf_file(args.model)
+    if args.layouts:
+        layouts(path, args.threads)
+        return
     sizes = [int(x) for x in args.sizes.split(",")]
     res = probe(path, args.threads, sizes, args.steps, args.runs, args.unified)
     base = statistics.median(res["tps"][sizes[0]])

@@ -195,8 +195,10 @@ class FakeBatcher:
     """ContinuousBatcher's interface over FakeBackend's echo: every active sequence gets one word
     per step (a step takes `delay`), up to `parallel` at once; records each step's batch size."""
 
-    def __init__(self, backend: FakeBackend, parallel: int = 8, on_step=None, name: str = "fake-batch", delay: float = 0.0):
+    def __init__(self, backend: FakeBackend, parallel: int = 8, on_step=None, name: str = "fake-batch", delay: float = 0.0,
+                 after_step=None):
         self.backend = backend
+        self.after_step = after_step
         self.parallel = parallel
         self.on_step = on_step
         self.delay = delay or backend.delay
@@ -267,6 +269,8 @@ class FakeBatcher:
                     self._active.remove(entry)
                     finish = "length" if len(words) == req.params.max_tokens else "stop"
                     req.on_done(Completion(" ".join(words), n_prompt, len(words), finish))
+            if self.after_step:
+                self.after_step()
 
 
 class ContinuousFake(FakeBackend):
@@ -276,7 +280,7 @@ class ContinuousFake(FakeBackend):
         super().__init__(*a, **kw)
         self.batchers: list[FakeBatcher] = []
 
-    def batcher(self, parallel: int = 8, on_step=None, name: str = "fake-batch", **_kw) -> FakeBatcher:
-        b = FakeBatcher(self, parallel=parallel, on_step=on_step, name=name)
+    def batcher(self, parallel: int = 8, on_step=None, name: str = "fake-batch", after_step=None, **_kw) -> FakeBatcher:
+        b = FakeBatcher(self, parallel=parallel, on_step=on_step, name=name, after_step=after_step)
         self.batchers.append(b)
         return b

@@ -236,3 +236,55 @@ def test_a_prefix_is_copied_from_a_running_sequence_into_an_empty_slot(backend, 
     running.close()
     assert b.copied == 1 and b.reused > 10
     assert (got.text, got.prompt_tokens, got.completion_tokens) == (want.text, want.prompt_tokens, want.completion_tokens)
+
+
+def test_a_leaving_sequence_leaves_no_hole_and_the_moved_one_gives_the_same_text(backend, batcher):
+    """Slots stay contiguous (llama.cpp batches only consecutive slots in one pass): when the
+    sequence in slot 1 leaves and nobody waits, the one in slot 2 moves down to slot 1, and its
+    greedy text is the same as alone."""
+    from llmtools.models.llama_batching import SeqRequest
+
+    params = GenerationParams(max_tokens=40, temperature=0.0)
+    want = batcher(parallel=1).generate(PROMPTS[2], params)
+    b = batcher(parallel=4)
+    first = b.stream(PROMPTS[0], GenerationParams(max_tokens=500, temperature=0.0))
+    next(first)
+    second = b.stream(PROMPTS[1], GenerationParams(max_tokens=500, temperature=0.0))
+    next(second)
+    got: list = []
+    started = threading.Event()
+    finished = threading.Event()
+    b.submit(SeqRequest(PROMPTS[2], params, on_text=lambda t: started.set(),
+                        on_done=lambda v: (got.append(v), finished.set())))
+    assert started.wait(60)
+    assert sorted(s.slot for s in b._active) == [0, 1, 2]
+    second.close()  # slot 1 empties; the third sequence moves into it
+    deadline = time.monotonic() + 30
+    while b.moved == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert b.moved == 1
+    assert finished.wait(120)
+    first.close()
+    assert (got[0].text, got[0].completion_tokens) == (want.text, want.completion_tokens)
+
+
+def test_a_joining_request_takes_the_lowest_slot_and_copies_a_cached_prefix(backend, batcher):
+    """The request after a burst takes slot 0 (contiguity), and the prompt that a higher free
+    slot still holds is copied from there rather than evaluated again."""
+    b = batcher(parallel=3)
+    prompts = [backend.apply_chat_template([{"role": "user", "content": q}])
+               for q in ("Name a colour.", "Name a fruit.", "Write a line about the moon.")]
+    params = GenerationParams(max_tokens=6, temperature=0.0)
+    outs = run_all(b, prompts, [params] * 3)  # they join in one step, in order: slots 0, 1, 2
+    ids = backend.tokenize(prompts[2], add_special=True)
+    assert b._cached[2][: len(ids)] == ids
+    copied, reused = b.copied, b.reused
+    seen: list = []
+    from llmtools.models.llama_batching import SeqRequest
+
+    done = threading.Event()
+    b.submit(SeqRequest(prompts[2], params, on_text=lambda t: seen.append([s.slot for s in b._active]),
+                        on_done=lambda v: (seen.append(v), done.set())))
+    assert done.wait(60)
+    assert seen[0] == [0] and seen[-1].text == outs[2].text
+    assert b.copied == copied + 1 and b.reused - reused == len(ids) - 1  # all but the last prompt token

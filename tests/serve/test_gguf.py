@@ -70,3 +70,28 @@ def test_smollm2_batch_mode(cli):
     a, b = res.records()
     assert a["id"] == "a" and a["prediction"].strip() and a["usage"]["completion_tokens"] <= 8
     assert b["id"] == "b" and "\n" not in b["prediction"] and b["_llmtools"]["model"]["format"] == "gguf"
+
+
+def test_smollm2_batch_mode_decodes_records_together_with_the_same_greedy_text(cli):
+    """serve --batch on llama.cpp: a window's records with equal options go through the
+    continuous batcher together (generate_batch), and give the text generate() gives alone."""
+    from llmtools.models import GenerationParams, load_model
+
+    prompts = ["The capital of France is", "Once upon a time,", "The three primary colors are", "To boil an egg,",
+               "A language model is"]
+    inp = "".join(json.dumps({"id": i, "prompt": p, "max_tokens": 12}) + "\n" for i, p in enumerate(prompts))
+    res = cli(["serve", "--batch", "smollm2", "--threads", "1", "--batch-size", "8"], input=inp)
+    assert res.exit_code == 0, res.stderr
+    got = res.records()
+    model = load_model("smollm2", backend="llama", threads=1)
+    try:
+        params = GenerationParams(max_tokens=12, temperature=0.0)
+        want = [model.generate(p, params) for p in prompts]
+        together = model.generate_batch(prompts, params)
+        assert model._batch_batcher is not None and model._batch_batcher.steps > 0  # it went through the batcher
+        assert model._batch_batcher.parallel == 5
+    finally:
+        model.close()
+    assert [r["prediction"] for r in got] == [w.text for w in want] == [c.text for c in together]
+    assert [r["usage"]["completion_tokens"] for r in got] == [w.completion_tokens for w in want]
+    assert [r["finish_reason"] for r in got] == [w.finish_reason for w in want]

@@ -1,6 +1,9 @@
 """The llama.cpp backend (llama-cpp-python) for GGUF files.
 
-One `Llama` instance generates. Scoring needs the logits of every position (`logits_all=True`)
+One `Llama` instance generates one request at a time. `generate_batch` (`serve --batch`, the
+Spark engine's partitions, anything that hands over several prompts at once) runs them together
+through a continuous batcher of its own (models/llama_batching.py, the scheduler of `serve
+--parallel`), created on first use with up to `BATCH_PARALLEL` slots. Scoring needs the logits of every position (`logits_all=True`)
 and embeddings need `embedding=True`, so each gets its own instance, created on first use; all
 of them memory-map the same file, so the weights are not loaded twice. Calls are serialised with
 a lock because a llama.cpp context is not thread-safe.
@@ -23,6 +26,7 @@ from llmtools.models.loading import gguf_file
 from llmtools.models.refs import ResolvedRef
 
 DEFAULT_N_CTX = 2048
+BATCH_PARALLEL = 8  # generate_batch: sequences decoded together (each slot holds n_ctx cells)
 
 
 def load_llama(resolved: ResolvedRef, trust_pickle: bool = False, **opts: Any) -> "LlamaBackend":
@@ -185,6 +189,7 @@ class LlamaBackend(Backend):
         self.n_ctx = min(int(n_ctx), self.llm.n_ctx(), train_ctx or self.llm.n_ctx())
         self._scorer = None
         self._embedder = None
+        self._batch_batcher: Any = None  # generate_batch's ContinuousBatcher, made on first use
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
 
     def _open(self, **kw: Any) -> Any:
@@ -315,6 +320,37 @@ class LlamaBackend(Backend):
             generated = self.llm.n_tokens - n_prompt + (0 if finish == "stop" and not scanner.stopped else 1)
         yield Chunk("", finish, n_prompt, max(generated, 0))
 
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams | None = None) -> list[Completion]:
+        """Generate for several prompts together: one llama_decode per step for all of them,
+        through a continuous batcher (the same scheduler as `serve --parallel`). A sequence's
+        tokens do not depend on what shares its steps, so greedy text equals `generate`'s, and a
+        seeded sample is the same in any batch; the first failure (a prompt that fills the
+        context) is raised once all have finished."""
+        params = params or GenerationParams()
+        if len(prompts) <= 1:
+            return [self.generate(p, params) for p in prompts]
+        from llmtools.models.llama_batching import SeqRequest
+
+        with self._lock:
+            if self._batch_batcher is None:
+                self._batch_batcher = self.batcher(parallel=min(len(prompts), BATCH_PARALLEL),
+                                                   name="llmtools-generate-batch")
+            batcher = self._batch_batcher
+        out: list[Any] = [None] * len(prompts)
+        left = threading.Semaphore(0)
+        for i, prompt in enumerate(prompts):
+            def done(value: Any, i: int = i) -> None:
+                out[i] = value
+                left.release()
+
+            batcher.submit(SeqRequest(prompt, params, on_done=done))
+        for _ in prompts:
+            left.acquire()
+        for value in out:
+            if isinstance(value, BaseException):
+                raise value
+        return out
+
     # -- continuous batching (serve --parallel)
     def batcher(self, parallel: int = 8, **kw: Any) -> Any:
         """A ContinuousBatcher over this model: `parallel` sequences decoded together (its own
@@ -365,6 +401,9 @@ class LlamaBackend(Backend):
             return [list(map(float, self._embedder.embed(t, normalize=True))) for t in texts]
 
     def close(self) -> None:
+        if getattr(self, "_batch_batcher", None) is not None:
+            self._batch_batcher.close(drain=False)  # its context goes before the model it uses
+            self._batch_batcher = None
         for attr in ("llm", "_scorer", "_embedder"):
             model = getattr(self, attr, None)
             if model is not None and hasattr(model, "close"):

@@ -13,20 +13,34 @@ are shared, not loaded twice) with `parallel` sequence slots, and one thread tha
 - **leave**: a sequence that ends (end-of-generation token, a stop sequence, `max_tokens`, a full
   context) or whose caller gave up (`cancelled()` is checked before every step) leaves at once, so
   the slot takes the next request at the next step.
+- **slots stay contiguous**: with one KV stream per slot, llama.cpp splits a batch into
+  micro-batches of *consecutive* sequence ids, in batch order (`split_equal(.., sequential)`), and
+  each micro-batch is a full pass over the weights. Decoding slots {0, 2, 5, 7} costs three passes
+  where {0, 1, 2, 3} costs one (38.6 vs 23.3 ms per step for smollm2 at 2 threads,
+  `benchmarks/serve/probe_batch.py --layouts`). So a step's batch is in slot order, a joining
+  request takes the lowest free slot, and when nobody waits, the sequence in the highest slot
+  moves down into a hole that a leaving one made (`llama_memory_seq_cp`, a copy of its stream).
 - **prefix reuse**: a slot's KV stream keeps what its last sequence evaluated. A joining request
-  takes the free slot whose cached tokens share the longest prefix with its prompt, drops the rest
+  keeps the part of its slot's cache that its prompt shares, drops the rest
   (`llama_memory_seq_rm`) and evaluates only the tokens after the shared prefix (at least its last
-  prompt token). Chat requests share the template's system prompt, so most of their prompt is not
-  evaluated again; llama.cpp's own server does the same per slot. If a *running* sequence holds
-  a prefix at least `COPY_MIN` tokens longer (a burst of requests on empty slots), its stream is
-  copied into the new slot (`llama_memory_seq_cp`: one copy of the stream at the next
-  `llama_decode`) and trimmed to the shared prefix. A failed `llama_decode` empties
-  the slots it touched; with a unified cache (`unified=True`, whose cells all slots share) a
-  leaving sequence's cells are freed at once instead.
+  prompt token). If another slot's stream, free or running, holds a prefix at least `COPY_MIN`
+  tokens longer (the chat template's system prompt, a repeated prompt, a burst of requests on
+  empty slots), that stream is copied into the new slot (`llama_memory_seq_cp`: one copy of the
+  stream at the next `llama_decode`) and trimmed to the shared prefix. Chat requests share the
+  template's system prompt, so most of their prompt is not evaluated again; llama.cpp's own server
+  does the same per slot. A failed `llama_decode` empties the slots it touched; with a unified
+  cache (`unified=True`, whose cells all slots share) a leaving sequence's cells are freed at once
+  instead.
 
 Each sequence has its own sampler chain (top_k, top_p, temperature, seed: the chain
 llama-cpp-python's `create_completion` builds, with min_p and repeat_penalty off), its own stop
-scanner and its own `max_tokens`.
+scanner and its own `max_tokens`. A greedy sequence (temperature 0) takes the argmax of its logits
+row in numpy instead of a chain: the same token as llama.cpp's greedy sampler (the first maximum),
+without copying the vocabulary into a candidate array per token.
+
+`after_step`, if given, runs on the batcher's thread once a step has handed out its text, so a
+caller can deliver all of a step's tokens at once (the server wakes its event loop once per step,
+not once per token).
 
 **Context.** Each slot is its own KV stream (`kv_unified=False`) of `n_ctx` cells, so every
 request gets the full `n_ctx` whatever the others hold; the cache takes `parallel * n_ctx` cells
@@ -59,6 +73,7 @@ from llmtools.models.base import Chunk, Completion, GenerationParams
 
 DEFAULT_CHUNK = 256
 COPY_MIN = 8  # a prefix this much longer in another slot is copied rather than evaluated
+MOVE_MIN = 4  # a sequence with fewer tokens to go than this is not moved to close a hole
 
 
 class Cancelled(Exception):
@@ -134,6 +149,7 @@ class ContinuousBatcher:
         on_step: Callable[[int, int], None] | None = None,
         name: str = "llmtools-batch",
         unified: bool = False,
+        after_step: Callable[[], None] | None = None,
     ):
         if parallel < 1:
             raise ValueError("parallel must be >= 1")
@@ -142,8 +158,10 @@ class ContinuousBatcher:
         self.parallel = int(parallel)
         self.chunk = max(1, int(chunk))
         self.on_step = on_step
+        self.after_step = after_step
         self._model = backend.llm._model.model
         self._vocab = lc.llama_model_get_vocab(self._model)
+        self._n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
         self.n_ctx = int(n_ctx or backend.n_ctx)
         params = lc.llama_context_default_params()
         params.n_ctx = self.n_ctx * self.parallel
@@ -180,6 +198,7 @@ class ContinuousBatcher:
         self._cached: list[list[int]] = [[] for _ in range(self.parallel)]
         self.reused = 0  # prompt tokens not evaluated again thanks to that
         self.copied = 0  # prefixes copied from another slot's stream
+        self.moved = 0  # running sequences moved to a lower slot (to keep the slots contiguous)
         self._active: list[_Seq] = []
         self._waiting: deque[SeqRequest] = deque()
         self._cv = threading.Condition()
@@ -275,6 +294,8 @@ class ContinuousBatcher:
                     _call(req.on_done, Cancelled("the server is shutting down"))
                 for req, slot in joining:
                     self._join(req, slot)
+                if not self.unified and not joining:
+                    self._compact()
                 if not self._drain:
                     for seq in list(self._active):
                         self._leave(seq, Cancelled("the server is shutting down"))
@@ -284,6 +305,8 @@ class ContinuousBatcher:
                 except Exception as exc:  # noqa: BLE001 - fail what ran, keep serving the rest
                     for seq in list(self._active):
                         self._leave(seq, exc, keep=False)
+                if self.after_step is not None:
+                    _call(lambda _: self.after_step(), None)
         finally:
             self._release()
 
@@ -306,14 +329,15 @@ class ContinuousBatcher:
             self._give_back(slot)
             _call(req.on_done, exc)
             return
-        slot, reuse = self._best_slot(slot, ids)
+        # the lowest free slot, whatever its cache holds: a step's micro-batches are runs of
+        # consecutive slots (see "slots stay contiguous"); a better prefix elsewhere is copied in
+        reuse = _shared(self._cached[slot], ids)
         if not self.unified:
-            # a running sequence holds a longer prefix (16 chat requests arriving on empty
-            # slots): copy its stream into this slot, then drop what is not shared. llama.cpp
-            # copies a whole stream (one memcpy at the next llama_decode), far cheaper than
-            # evaluating the prefix again.
-            src, n = max(((s.slot, _shared(self._cached[s.slot], ids)) for s in self._active), key=lambda x: x[1],
-                         default=(slot, 0))
+            # another stream (a free slot's cache, a running sequence) holds a longer prefix:
+            # copy it into this slot, then drop what is not shared. llama.cpp copies a whole
+            # stream (one memcpy at the next llama_decode), far cheaper than evaluating the prefix
+            src, n = max(((k, _shared(self._cached[k], ids)) for k in range(self.parallel) if k != slot),
+                         key=lambda x: x[1], default=(slot, 0))
             if n >= reuse + COPY_MIN:
                 self.llama_cpp.llama_memory_seq_cp(self._mem, src, slot, -1, -1)
                 self._cached[slot] = list(self._cached[src])
@@ -327,35 +351,35 @@ class ContinuousBatcher:
         self.reused += reuse
         self._active.append(seq)
 
-    def _best_slot(self, slot: int, ids: list[int]) -> tuple[int, int]:
-        """The free slot (this one or another free one) whose cached tokens share the longest
-        prefix with `ids`, and how many of them to keep (at least the last prompt token is always
-        evaluated again, for its logits)."""
-
-        def shared(k: int) -> int:
-            return _shared(self._cached[k], ids)
-
-        with self._cv:
-            best, best_n = slot, shared(slot)
-            for k in self._free:
-                n = shared(k)
-                if n > best_n:
-                    best, best_n = k, n
-            if best != slot:
-                self._free.remove(best)
-                self._free.append(slot)
+    def _compact(self) -> None:
+        """Move the sequence in the highest slot down into the lowest free one while that closes
+        a hole (nobody is waiting to fill it), so that the next steps are one micro-batch."""
+        lc = self.llama_cpp
+        while True:
+            with self._cv:
+                if self._waiting or not self._free or not self._active:
+                    return
+                seq = max(self._active, key=lambda s: s.slot)
+                low = self._free[0]
+                if low > seq.slot or seq.req.params.max_tokens - seq.n_generated < MOVE_MIN:
+                    return
+                self._free.remove(low)
+                self._free.append(seq.slot)
                 self._free.sort()
-        return best, best_n
+            lc.llama_memory_seq_cp(self._mem, seq.slot, low, -1, -1)
+            # the old stream keeps its tokens (a cache for the next request, as after a leave)
+            self._cached[low] = list(self._cached[seq.slot])
+            seq.slot = low
+            self.moved += 1
 
     def _sampler(self, params: GenerationParams) -> Any:
         lc = self.llama_cpp
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         temperature = max(float(params.temperature), 0.0)
         if temperature == 0.0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
-            return chain
+            return None  # greedy: the argmax of the logits row (_pick)
         seed = params.seed if params.seed is not None else self.backend.default_seed
         seed = lc.LLAMA_DEFAULT_SEED if seed is None else int(seed) & 0xFFFFFFFF
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         # llama-cpp-python's create_completion chain, in its order; typical_p 1 and min_p 0 are
         # no-ops there too, kept so that a seed draws the same tokens as on the one-at-a-time path
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(int(params.top_k or 0)))
@@ -369,7 +393,8 @@ class ContinuousBatcher:
     def _step(self) -> None:
         for seq in [s for s in self._active if s.req.cancelled()]:
             self._leave(seq, Cancelled("the client went away"))
-        decoding = [s for s in self._active if not s.prefilling]
+        # slot order: llama.cpp puts consecutive slots in one micro-batch (see the docstring)
+        decoding = sorted((s for s in self._active if not s.prefilling), key=lambda s: s.slot)
         prefilling = [s for s in self._active if s.prefilling]
         n_tokens = 0
         if decoding:
@@ -426,12 +451,11 @@ class ContinuousBatcher:
             return 0
         t.decode_steps += 1
         t.decoded += len(seqs)
-        sample = self.llama_cpp.llama_sampler_sample
         for i, seq in enumerate(seqs):
             self._cached[seq.slot].append(seq.last)
             seq.pos += 1
             t3 = time.perf_counter()
-            token = sample(seq.chain, self._ctx, i)
+            token = self._pick(seq, i)
             t.sample += time.perf_counter() - t3
             self._take(seq, token)
         return len(seqs)
@@ -451,7 +475,16 @@ class ContinuousBatcher:
         seq.n_evaluated += size
         seq.pos = seq.n_evaluated
         if last:
-            self._take(seq, self.llama_cpp.llama_sampler_sample(seq.chain, self._ctx, size - 1))
+            self._take(seq, self._pick(seq, size - 1))
+
+    def _pick(self, seq: _Seq, i: int) -> int:
+        """The next token of `seq` from the logits of batch row `i`."""
+        if seq.chain is not None:
+            return self.llama_cpp.llama_sampler_sample(seq.chain, self._ctx, i)
+        import numpy as np
+
+        row = self.llama_cpp.llama_get_logits_ith(self._ctx, i)
+        return int(np.ctypeslib.as_array(row, shape=(self._n_vocab,)).argmax())
 
     def _take(self, seq: _Seq, token: int) -> None:
         """A sampled token: end the sequence, or emit its text and queue it for evaluation."""

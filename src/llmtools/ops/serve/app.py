@@ -396,6 +396,8 @@ DONE = b"data: [DONE]\n\n"
 
 async def _next_event(job: Job) -> tuple[str, Any]:
     assert job.events is not None
+    if not job.events.empty():  # already there: no wait_for (a task and a timer per token on 3.11)
+        return job.events.get_nowait()
     remaining = (job.deadline or time.monotonic()) - time.monotonic()
     try:
         return await asyncio.wait_for(job.events.get(), max(remaining, 0.001))

@@ -6,6 +6,11 @@ of a `ContinuousBatcher` (llmtools.models.llama_batching), which decodes every r
 in one llama_decode per step; each sequence streams its own tokens as they come, and one whose
 client went away (or whose --timeout passed) leaves the batch at the next step.
 
+Hand-off: the tokens a step produced for every streaming client go to the event loop in one
+`call_soon_threadsafe` at the end of the step (the batcher's `after_step`), not one per token: each
+wake-up of the event loop takes a core from llama.cpp's spinning threads, so 16 clients meant 16
+wake-ups per step.
+
 Admission: at most `max_running` jobs (--max-concurrency) have sequences in the batcher; the
 batcher holds at most `parallel` sequences in KV slots (--parallel) and queues the rest. Embedding
 jobs go to a SlotRunner of their own (they use the backend's embedding context, not the batch).
@@ -42,7 +47,9 @@ class BatchingRunner:
         on_step: Callable[[int, int], None] | None = None,
     ):
         self.backend = backend
-        self.batcher = backend.batcher(parallel=parallel, on_step=on_step, name=f"llmtools-serve-{name}-batch")
+        self._outbox: deque[tuple[Job, str]] = deque()  # a step's streamed text, delivered at its end
+        self.batcher = backend.batcher(parallel=parallel, on_step=on_step, name=f"llmtools-serve-{name}-batch",
+                                       after_step=self._deliver)
         self.max_running = max(1, max_running or parallel)
         self._embed = SlotRunner(backend, max_batch=1, workers=1, name=f"{name}-embed")
         self._pending: deque[Job] = deque()
@@ -50,6 +57,20 @@ class BatchingRunner:
         self._jobs = 0  # jobs with sequences in the batcher
         self._closing = False
         self._closer: threading.Thread | None = None
+
+    def _deliver(self) -> None:
+        """Hand the text queued since the last call to the streams: one wake-up per event loop."""
+        if not self._outbox:
+            return
+        by_loop: dict[Any, list] = {}
+        while self._outbox:
+            job, text = self._outbox.popleft()
+            by_loop.setdefault(job.loop, []).append((job.events, ("chunk", text)))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop has closed (the server is gone): nobody to tell
+                pass
 
     @property
     def queued(self) -> int:
@@ -103,13 +124,14 @@ class BatchingRunner:
             if job.t_first is None:
                 job.t_first = time.monotonic()
             if job.stream:
-                job.push(text)
+                self._outbox.append((job, text))
 
         def on_done(k: int, value: Any) -> None:
             with lock:
                 if isinstance(value, BaseException):
                     if not failed.is_set():
                         failed.set()
+                        self._deliver()
                         job.fail(self._error(job, value))
                 else:
                     results[k] = value
@@ -117,6 +139,7 @@ class BatchingRunner:
                 last = left[0] == 0
             if not last:
                 return
+            self._deliver()  # the text before the end
             if not failed.is_set():
                 if job.t_first is None:
                     job.t_first = time.monotonic()
@@ -161,3 +184,8 @@ class BatchingRunner:
     def join(self, timeout: float | None = None) -> None:
         if self._closer is not None:
             self._closer.join(timeout)
+
+
+def _put_all(items: list) -> None:
+    for events, event in items:
+        events.put_nowait(event)

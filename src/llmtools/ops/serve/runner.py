@@ -136,8 +136,10 @@ def timeout_error() -> ApiError:
 
 
 def backend_batches(backend: Backend) -> bool:
-    """True when the backend overrides generate_batch, i.e. batching is more than a loop."""
-    return type(backend).generate_batch is not Backend.generate_batch
+    """True when the backend overrides generate_batch, i.e. batching is more than a loop, and
+    has no continuous batcher (llama.cpp batches under --parallel; with --parallel 0 it stays one
+    request at a time, as that option says)."""
+    return type(backend).generate_batch is not Backend.generate_batch and not callable(getattr(backend, "batcher", None))
 
 
 class SlotRunner:
