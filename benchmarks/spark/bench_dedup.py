@@ -110,7 +110,7 @@ def run(name: str, args: list[str], out: str, env: dict | None = None) -> dict:
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as devnull:
         stdout = open(out, "wb") if name == "local" else devnull
-        cmd = args if name.startswith("text-dedup") else LLMTOOLS + args
+        cmd = args if args[0] != "dedup" else LLMTOOLS + args
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
         peak = Peak(proc.pid)
         _, err = proc.communicate()
@@ -152,7 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=200_000)
     ap.add_argument("repeats", nargs="?", type=int, default=1)
-    ap.add_argument("--only", default="local,spark1,spark2,td1,td2")
+    ap.add_argument("--only", default="local,spark1,spark2,td1,td2")  # also: spark1pin
     ap.add_argument("--corpus")
     ap.add_argument("--results")
     a = ap.parse_args()
@@ -182,6 +182,11 @@ def main() -> None:
         ("local", ("local", lambda out: common + paths, None)),
         ("spark1", ("spark local[1]", lambda out: common + ["--engine", "spark", "--master", "local[1]", "-o", out] + paths, None)),
         ("spark2", ("spark local[2]", lambda out: common + ["--engine", "spark", "--master", "local[2]", "-o", out] + paths, None)),
+        # local[1] runs one task at a time, but the JVM's own threads (GC, shuffle, the
+        # driver) still use the second core: pinned to one core, the whole process tree
+        # (driver, JVM, Python workers) has one core, as a 1-core machine would.
+        ("spark1pin", ("spark local[1] pinned", lambda out: ["taskset", "-c", "0"] + LLMTOOLS + common + [
+            "--engine", "spark", "--master", "local[1]", "-o", out] + paths, None)),
         ("td1", textdedup(1)),
         ("td2", textdedup(2)),
     ] if key in only]
@@ -238,6 +243,8 @@ def main() -> None:
     for side in ("spark", "text-dedup"):
         if f"{side} local[1]" in best and f"{side} local[2]" in best:
             print(f"{side} scaling local[1] -> local[2]: {best[f'{side} local[1]'] / best[f'{side} local[2]']:.2f}x")
+    if "spark local[1] pinned" in best and "spark local[2]" in best:
+        print(f"spark scaling local[1] pinned to one core -> local[2]: {best['spark local[1] pinned'] / best['spark local[2]']:.2f}x")
     print(f"load after {os.getloadavg()[0]:.2f}")
 
 

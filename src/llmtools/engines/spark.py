@@ -96,52 +96,63 @@ def _log_config() -> str:
 
 
 class SparkRun:
-    """A Spark session for one command run: made here (and stopped at the end), or the one that
-    is already running in this process (a notebook's, a test's), which is left running."""
+    """A Spark context for one command run: made here (and stopped at the end), or the one that
+    is already running in this process (a notebook's, a test's), which is left running. The
+    SQL session (`spark`) is made when first asked for: the record-wise commands and near
+    dedup below its driver limits run on RDDs only, and a session costs ~2 s to start."""
 
     def __init__(self, config: EngineConfig, command: str, quiet: bool = False):
         self.config = config
         self.command = command
         self.quiet = quiet
         self.owned = False
-        self.spark: Any = None
+        self._spark: Any = None
         self.sc: Any = None
+
+    @property
+    def spark(self) -> Any:
+        if self._spark is None:
+            from pyspark.sql import SparkSession
+
+            self._spark = SparkSession(self.sc) if SparkSession.getActiveSession() is None else SparkSession.getActiveSession()
+        return self._spark
 
     def __enter__(self) -> "SparkRun":
         import_pyspark()
-        from pyspark import SparkContext
+        from pyspark import SparkConf, SparkContext
 
         active = SparkContext._active_spark_context
         if active is not None:
-            from pyspark.sql import SparkSession
-
             self.sc = active
-            self.spark = SparkSession(active)
             return self
         check_java()
-        from pyspark.sql import SparkSession
 
         # The executors' Python must be this one, and must find this llmtools (on a cluster,
         # install llmtools on the workers or ship it with spark.archives / spark.submit.pyFiles).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH", "")) if p)
-        builder = (SparkSession.builder.master(self.config.master).appName(f"llmtools {self.command}")
-                   .config("spark.ui.showConsoleProgress", "false")
-                   .config("spark.executorEnv.PYTHONPATH", path)
-                   .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log_config()}"))
+        conf = (SparkConf().setMaster(self.config.master).setAppName(f"llmtools {self.command}")
+                .set("spark.ui.showConsoleProgress", "false")
+                # A batch run needs no web UI (Jetty's start costs ~0.3 s): --spark-conf
+                # spark.ui.enabled=true brings it back.
+                .set("spark.ui.enabled", "false")
+                .set("spark.executorEnv.PYTHONPATH", path)
+                .set("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{_log_config()}"))
         for key, value in self.config.conf:
-            builder = builder.config(key, value)
+            conf.set(key, value)
         try:
-            self.spark = builder.getOrCreate()
+            self.sc = SparkContext(conf=conf)
         except Exception as exc:  # the JVM did not start, or the master refused
             raise RuntimeFailure(f"--engine spark: cannot start Spark at {self.config.master}: {_first_line(exc)}") from None
-        self.sc = self.spark.sparkContext
         self.owned = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.owned and self.spark is not None:
-            self.spark.stop()
+        if self.owned:
+            if self._spark is not None:
+                self._spark.stop()
+            elif self.sc is not None:
+                self.sc.stop()
 
     # -- the Hadoop file system, through the JVM (hdfs://, s3a:// and file: alike)
     def _fs(self, uri: str) -> tuple[Any, Any]:

@@ -112,8 +112,9 @@ class SignTask:
         self.sources, self.part_file, self.acc, self.job_kw = sources, part_file, acc, job_kw
         self.against_bands = against_bands
         # Near mode: a chunk's signatures, band keys, lengths and ids (and --verify's shingle
-        # sets) go in one ("b", order, Block) item after its records, as arrays, instead of
-        # in each record's tuple; the stages that need only them read the blocks.
+        # sets) go in one Block of arrays instead of each record's tuple, and the chunk is one
+        # item ("c", first order, Block, its items pickled): the stages that need only the
+        # blocks read them without unpickling the records.
         self.blocks = blocks and opts.mode == "near"
 
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
@@ -132,11 +133,11 @@ class SignTask:
                     pending.clear()
                 chunk.append((int(job.where(rec, forget=True).rpartition(":")[2] or 0), rec, None))
                 if len(chunk) >= CHUNK:
-                    yield from self._sign(base, chunk)
+                    yield from self._chunk(base, chunk)
                     chunk = []
             chunk.extend((entry["line"] or 0, None, entry) for entry in pending)
             pending.clear()
-            yield from self._sign(base, chunk)
+            yield from self._chunk(base, chunk)
         except BadInputError as exc:
             _src, _, line = (exc.where or "").rpartition(":")
             self.acc.fails.add([(gp, int(line) if line.isdigit() else 0, source, exc.reason)])
@@ -144,6 +145,20 @@ class SignTask:
         counts.update({f"reason:{k}": v for k, v in job.reasons.items()})
         self.acc.counts.add(counts)
         self.acc.lines.add({gp: seen[0]})
+
+    def _chunk(self, base: int, chunk: list[tuple[int, Any, Any]]) -> Iterator[tuple]:
+        """Near mode: one ("c", first order, Block or None, pickled items) per chunk, so the
+        stages that read only the blocks do not unpickle the records (`expand` gives them
+        back); else the items one by one."""
+        if not self.blocks:
+            yield from self._sign(base, chunk)
+            return
+        import pickle
+
+        items = list(self._sign(base, chunk))
+        block = items.pop()[2] if items and items[-1][0] == "b" else None
+        if items:
+            yield ("c", items[0][1], block, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _sign(self, base: int, chunk: list[tuple[int, Any, Any]]) -> Iterator[tuple]:
         from llmtools.ops import dedup as ops
@@ -202,6 +217,15 @@ class SignTask:
                    hits.get(i), sets.get(i), against.get(i))
         if block is not None:
             yield ("b", int(block.orders[0]), block)
+
+
+def expand(item: tuple) -> list[tuple]:
+    """The items of a near-mode chunk ("c", ...); any other item as it is."""
+    if item[0] == "c":
+        import pickle
+
+        return pickle.loads(item[3])
+    return [item]
 
 
 # --------------------------------------------------------------------------- stage 2: pairs
@@ -347,9 +371,7 @@ class Emit:
 
         opts, mark = self.opts, self.opts.mark
         counts: Counter = Counter()
-        for item in items:
-            if item[0] == "b":  # near mode's arrays: decided already
-                continue
+        for item in (one for chunk in items for one in expand(chunk)):
             if item[0] == "x":
                 entry = item[2]
                 entry["line"] = self.where(item[1])[1]
@@ -642,12 +664,18 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         try:
             with spark_errors():
                 items = lines.mapPartitionsWithIndex(signed).persist(StorageLevel.MEMORY_AND_DISK)
-                items.count()
+                near = None
+                if task.blocks:
+                    # The first job signs, persists, and runs the band group-by in the same
+                    # stage: the records are not read back for it.
+                    near = _band_pairs(items, opts, shuffle)
+                else:
+                    items.count()
                 raise_first_failure(acc.fails.value, part_file, acc.lines.value)
                 starts = first_lines(part_file, acc.lines.value)
                 if against == "join":
                     items = _join_references(spark_run, items, ref_frame, opts, nparts)
-                decisions, rounds = _decide(spark_run.spark, items, opts, shuffle, task.blocks)
+                decisions, rounds = _decide(spark_run, items, opts, shuffle, near)
                 stats = _finish(spark_run, items, decisions, opts, sources, part_file, starts, len(files) == 1, acc,
                                 out_uri, rej_uri, nparts)
         except BaseException:
@@ -665,16 +693,16 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         return stats
 
 
-def _decide(spark: Any, items: Any, opts: Any, shuffle: int, blocks: bool = False) -> tuple[Any, int]:
+def _decide(spark_run: SparkRun, items: Any, opts: Any, shuffle: int, near: Any = None) -> tuple[Any, int]:
     """The duplicates, order -> (kept order, kept id or None, similarity): a dict when the
     driver decided them (near, few edges), else an RDD of (order, (kept, kept id, similarity));
     and the number of connected-component rounds run on the cluster (0 on the driver)."""
-    if blocks:
-        return _decide_near_blocks(spark, items.filter(lambda t: t[0] == "b").map(lambda t: t[2]), opts, shuffle)
+    if near is not None:
+        return _decide_near_blocks(spark_run, near, opts, shuffle)
     recs = items.filter(lambda t: t[0] == "r" and t[3] >= 0 and t[7] is None)
     if opts.mode == "exact":
         return _decide_exact(recs, opts, shuffle), 0
-    return _decide_near(spark, recs, opts, shuffle)
+    return _decide_near(spark_run.spark, recs, opts, shuffle)
 
 
 def _better(longest: bool) -> Any:
@@ -862,9 +890,10 @@ def _band_rows(partitions: int) -> Any:
     return rows
 
 
-def bucket_pairs(small: int = SMALL_BUCKET) -> Any:
+def bucket_pairs(small: int = SMALL_BUCKET, limit: int | None = None) -> Any:
     """(band key, order) arrays of one reduce partition -> the (later, earlier) candidate pairs
-    of its buckets, as `candidate_pairs` makes them, distinct within the partition."""
+    of its buckets, as `candidate_pairs` makes them, distinct within the partition: one
+    (x array, y array), or (None, how many) when there are more than `limit`."""
 
     def pairs(items: Iterable[tuple[int, tuple]]) -> Iterator[tuple]:
         import numpy as np
@@ -893,7 +922,8 @@ def bucket_pairs(small: int = SMALL_BUCKET) -> Any:
             xs.extend([m[1:], m[2:]])
             ys.extend([np.full(size - 1, m[0]), m[1:-1]])
         if xs:
-            yield unique_pairs(np.concatenate(xs), np.concatenate(ys))
+            x, y = unique_pairs(np.concatenate(xs), np.concatenate(ys))
+            yield (x, y) if limit is None or len(x) <= limit else (None, len(x))
 
     return pairs
 
@@ -971,33 +1001,43 @@ class Signatures:
         return [(a, b, round(v, 4)) for a, b, v in zip(x[keep].tolist(), y[keep].tolist(), values[keep].tolist())]
 
 
-def _decide_near_blocks(spark: Any, blocks: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
-    """Near mode from the signed blocks: candidate pairs by a shuffle of arrays; below the driver
-    limits, verified, joined into components and decided on the driver; else the JVM path."""
-    import numpy as np
+class BandPairs(NamedTuple):
+    blocks: Any  # RDD of Block, persisted
+    parts: list  # each reduce partition's (x, y) candidate pairs, or (None, how many)
+
+
+def _band_pairs(items: Any, opts: Any, shuffle: int) -> BandPairs:
+    """Runs the band group-by of near mode's blocks (the job that also signs the records when
+    they are not computed yet): each reduce partition's candidate pairs come to the driver
+    when it holds at most its share of the driver limit, else only their number."""
     from pyspark import StorageLevel
 
+    sc = items.context
+    limit = int(sc.getConf().get("spark.llmtools.dedup.driverCandidatesLimit", str(DRIVER_CANDIDATES_LIMIT)))
+    blocks = items.filter(lambda t: t[2] is not None).map(lambda t: t[2]).persist(StorageLevel.MEMORY_AND_DISK)
+    parts = (blocks.mapPartitions(_band_rows(shuffle)).partitionBy(shuffle, lambda p: p)
+             .mapPartitions(bucket_pairs(limit=limit // shuffle)).collect())
+    return BandPairs(blocks, parts)
+
+
+def _decide_near_blocks(spark_run: SparkRun, near: BandPairs, opts: Any, shuffle: int) -> tuple[Any, int]:
+    """Near mode from the signed blocks and their candidate pairs: below the driver limits,
+    verified, joined into components and decided on the driver; else the JVM path."""
+    import numpy as np
+
+    blocks, parts = near
     sc = blocks.context
     conf = sc.getConf()
-    blocks = blocks.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        pairs = (blocks.mapPartitions(_band_rows(shuffle)).partitionBy(shuffle, lambda p: p)
-                 .mapPartitions(bucket_pairs()).persist(StorageLevel.MEMORY_AND_DISK))
-        try:
-            limit = int(conf.get("spark.llmtools.dedup.driverCandidatesLimit", str(DRIVER_CANDIDATES_LIMIT)))
-            found = pairs.map(lambda p: len(p[0])).collect()
-            if sum(found) > limit:
-                return _decide_near(spark, blocks.flatMap(_block_records), opts, shuffle)
-            parts = pairs.collect()
-        finally:
-            pairs.unpersist()
+        if any(p[0] is None for p in parts):
+            return _decide_near(spark_run.spark, blocks.flatMap(_block_records), opts, shuffle)
         x = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         y = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         x, y = unique_pairs(x, y)
         nodes = np.unique(np.concatenate([x, y]))
         budget = int(conf.get("spark.llmtools.dedup.driverSignatureBytes", str(DRIVER_SIGNATURE_BYTES)))
         if len(nodes) * opts.num_perm * 4 > budget:
-            return _decide_near(spark, blocks.flatMap(_block_records), opts, shuffle)
+            return _decide_near(spark_run.spark, blocks.flatMap(_block_records), opts, shuffle)
         wanted = sc.broadcast(nodes)
 
         def pick(blk: Block) -> Block:
@@ -1086,7 +1126,7 @@ def _finish(spark_run: SparkRun, items: Any, decisions: Any, opts: Any, sources:
         table = sc.broadcast(local if local is not None else dict(decisions.collect()))
         tagged = items.mapPartitions(emit.broadcast(table))
     else:
-        keyed = items.filter(lambda t: t[0] != "b").map(lambda t: ((t[1], 1), t)).union(decisions.map(lambda kv: ((kv[0], 0), kv[1])))
+        keyed = items.flatMap(expand).map(lambda t: ((t[1], 1), t)).union(decisions.map(lambda kv: ((kv[0], 0), kv[1])))
         tagged = keyed.repartitionAndSortWithinPartitions(nparts, lambda key: key[0] >> PART_SHIFT).mapPartitions(emit.merged)
     if rej_uri is not None:
         tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
