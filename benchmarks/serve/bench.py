@@ -292,7 +292,11 @@ def start_servers(path: str, args, env: dict) -> dict:
         if name not in args.system_list:
             continue
         port = free_port()
-        proc = subprocess.Popen([str(BIN / "llmtools"), "serve", path, "--port", str(port), *common, *extra], env=env,
+        ours, our_env = common, env
+        if args.serve_default_threads:  # what a user gets with no thread options at all
+            ours = [x for i, x in enumerate(common) if not (x.endswith("threads") or common[i - 1].endswith("threads"))]
+            our_env = {k: v for k, v in env.items() if k not in ("OMP_NUM_THREADS", "LLMTOOLS_THREADS")}
+        proc = subprocess.Popen([str(BIN / "llmtools"), "serve", path, "--port", str(port), *ours, *extra], env=our_env,
                                 stdout=subprocess.DEVNULL)
         servers[name] = (f"http://127.0.0.1:{port}", proc, "/health")
     if not args.no_llama_cpp_server and "llama_cpp.server" in args.system_list:
@@ -330,6 +334,8 @@ def main() -> None:
                     help="every request of the run its own prompt (a different number at its start), so that no two "
                          "requests share more than the chat template and a token or two, and prefix reuse cannot "
                          "serve a repeated prompt; the same prompts for every system at a level and round")
+    ap.add_argument("--serve-default-threads", action="store_true",
+                    help="start llmtools serve with no thread options and no $OMP_NUM_THREADS (its own defaults)")
     ap.add_argument("--probe-steps", type=int, default=64)
     ap.add_argument("--probe-runs", type=int, default=2)
     ap.add_argument("--json", help="also write the raw results here")

@@ -288,3 +288,23 @@ def test_a_joining_request_takes_the_lowest_slot_and_copies_a_cached_prefix(back
     assert done.wait(60)
     assert seen[0] == [0] and seen[-1].text == outs[2].text
     assert b.copied == copied + 1 and b.reused - reused == len(ids) - 1  # all but the last prompt token
+
+
+def test_with_no_thread_budget_a_lone_sequence_decodes_on_the_prompt_threads(backend, batcher, monkeypatch):
+    """llama.cpp runs any step of 2+ tokens on n_threads_batch; with no --threads the batcher's
+    lone-sequence steps use those threads too, and a given budget still holds for both."""
+    lc = backend.llama_cpp
+    b = batcher(parallel=2)  # the fixture's backend: threads=1 given
+    assert (lc.llama_n_threads(b._ctx), lc.llama_n_threads_batch(b._ctx)) == (1, 1)
+    monkeypatch.delenv("LLMTOOLS_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    free = load_model("smollm2", backend="llama", batch_threads=2)
+    try:
+        assert not free.threads_given and free._kwargs["n_threads_batch"] == 2
+        fb = free.batcher(parallel=2)
+        try:
+            assert (lc.llama_n_threads(fb._ctx), lc.llama_n_threads_batch(fb._ctx)) == (2, 2)
+        finally:
+            fb.close()
+    finally:
+        free.close()

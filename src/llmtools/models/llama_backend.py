@@ -174,6 +174,9 @@ class LlamaBackend(Backend):
         self.default_seed = seed
         self._lock = threading.RLock()
         n_threads, n_threads_batch = llama_threads(threads, batch_threads)
+        # whether a thread budget was given (--threads, $LLMTOOLS_THREADS, $OMP_NUM_THREADS): the
+        # continuous batcher decodes on n_threads_batch when it was not (see llama_batching)
+        self.threads_given = bool(threads or _env_threads())
         self._kwargs = dict(
             n_threads=n_threads,
             n_threads_batch=n_threads_batch,

@@ -42,6 +42,12 @@ without copying the vocabulary into a candidate array per token.
 caller can deliver all of a step's tokens at once (the server wakes its event loop once per step,
 not once per token).
 
+**Threads.** llama.cpp runs a micro-batch of more than one token on `n_threads_batch` and a lone
+token on `n_threads`, so every step that decodes two or more sequences uses the prompt threads
+(`--batch-threads`, by default all cores). When no thread budget was given, a lone sequence's
+steps use them too (the backend's default of half the cores would make one client the slowest
+case: 45 vs 72 tok/s on 2 cores); `--threads N` sets both, as everywhere.
+
 **Context.** Each slot is its own KV stream (`kv_unified=False`) of `n_ctx` cells, so every
 request gets the full `n_ctx` whatever the others hold; the cache takes `parallel * n_ctx` cells
 (for smollm2, ~23 KB per cell: 8 x 2048 cells = ~380 MB, allocated when the batcher starts).
@@ -167,8 +173,13 @@ class ContinuousBatcher:
         params.n_ctx = self.n_ctx * self.parallel
         params.n_batch = params.n_ubatch = max(self.chunk, self.parallel)
         params.n_seq_max = self.parallel
-        params.n_threads = int(backend._kwargs["n_threads"])
         params.n_threads_batch = int(backend._kwargs["n_threads_batch"])
+        # llama.cpp computes every micro-batch of more than one token on n_threads_batch
+        # (llama_context::graph_compute), so a step of 2+ sequences already runs on the prompt
+        # threads; n_threads is only the lone sequence's. With no thread budget given, that one
+        # gets them too rather than half the cores (72 vs 45 tok/s for one client on 2 cores)
+        params.n_threads = (int(backend._kwargs["n_threads"]) if getattr(backend, "threads_given", True)
+                            else params.n_threads_batch)
         params.kv_unified = bool(unified)  # default: one KV stream per slot, see "Context" above
         # the kernels of the backend's own context (flash attention off in llama_cpp.Llama), so a
         # greedy request gives the same tokens here as on the one-at-a-time path
