@@ -325,3 +325,13 @@ def test_a_lone_sequence_is_not_moved(batcher):
         next(second)
     assert b.moved == 0 and [s.slot for s in b._active] == [1]
     second.close()
+
+
+def test_generate_batch_gives_generates_seeded_samples(backend):
+    """LlamaBackend.generate_batch (serve --batch, augment, judges) runs through a batcher, and a
+    seeded sampled request draws the same text there as from generate() alone."""
+    params = [seeded(i, max_tokens=16) for i in range(3)]
+    for p in params:
+        alone = [backend.generate(prompt, p).text for prompt in PROMPTS[:4]]
+        assert [c.text for c in backend.generate_batch(PROMPTS[:4], p)] == alone
+    assert backend._batch_batcher is not None and backend._batch_batcher.parallel == 4
