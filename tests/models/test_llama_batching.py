@@ -308,3 +308,30 @@ def test_with_no_thread_budget_a_lone_sequence_decodes_on_the_prompt_threads(bac
             fb.close()
     finally:
         free.close()
+
+
+def test_a_lone_sequence_is_not_moved(batcher):
+    """One run of slots is already one micro-batch: no copy for nothing."""
+    b = batcher(parallel=3)
+    first = b.stream(PROMPTS[0], GenerationParams(max_tokens=500, temperature=0.0))
+    next(first)
+    second = b.stream(PROMPTS[1], GenerationParams(max_tokens=500, temperature=0.0))
+    next(second)
+    first.close()  # slot 0 empties; the sequence in slot 1 is alone, one run
+    deadline = time.monotonic() + 10
+    while b.running != 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for _ in range(3):
+        next(second)
+    assert b.moved == 0 and [s.slot for s in b._active] == [1]
+    second.close()
+
+
+def test_generate_batch_gives_generates_seeded_samples(backend):
+    """LlamaBackend.generate_batch (serve --batch, augment, judges) runs through a batcher, and a
+    seeded sampled request draws the same text there as from generate() alone."""
+    params = [seeded(i, max_tokens=16) for i in range(3)]
+    for p in params:
+        alone = [backend.generate(prompt, p).text for prompt in PROMPTS[:4]]
+        assert [c.text for c in backend.generate_batch(PROMPTS[:4], p)] == alone
+    assert backend._batch_batcher is not None and backend._batch_batcher.parallel == 4

@@ -363,13 +363,17 @@ class ContinuousBatcher:
         self._active.append(seq)
 
     def _compact(self) -> None:
-        """Move the sequence in the highest slot down into the lowest free one while that closes
-        a hole (nobody is waiting to fill it), so that the next steps are one micro-batch."""
+        """Move the sequence in the highest slot down into the lowest free one while the running
+        slots are not one run (nobody is waiting to fill the hole), so that the next steps are
+        one micro-batch. A lone sequence in slot 3 stays there: it is one run already."""
         lc = self.llama_cpp
         while True:
             with self._cv:
                 if self._waiting or not self._free or not self._active:
                     return
+                slots = sorted(s.slot for s in self._active)
+                if slots[-1] - slots[0] + 1 == len(slots):
+                    return  # one run of consecutive slots already: a move would buy nothing
                 seq = max(self._active, key=lambda s: s.slot)
                 low = self._free[0]
                 if low > seq.slot or seq.req.params.max_tokens - seq.n_generated < MOVE_MIN:
