@@ -124,7 +124,10 @@ async def _run_load(url: str, bodies: list[dict], concurrency: int, stream: bool
         t0 = time.perf_counter()
         writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (host.encode(), port, len(data), data))
-        status = int((await reader.readline()).split()[1])
+        status_line = await reader.readline()
+        if not status_line:  # the server closed a kept-alive connection without saying so
+            raise ConnectionResetError
+        status = int(status_line.split()[1])
         chunked, length, close = False, 0, False
         while True:
             line = await reader.readline()
@@ -184,7 +187,15 @@ async def _run_load(url: str, bodies: list[dict], concurrency: int, stream: bool
             while work:
                 body = work.pop()
                 t0 = time.perf_counter()
-                status, n, first, close = await one(reader, writer, body)
+                try:
+                    status, n, first, close = await one(reader, writer, body)
+                except ConnectionResetError:
+                    # llama-server (cpp-httplib) closes a connection after a long streamed
+                    # response although it offered keep-alive: send the request again on a new one
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    t0 = time.perf_counter()
+                    status, n, first, close = await one(reader, writer, body)
                 dt = time.perf_counter() - t0
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 200:
@@ -277,7 +288,10 @@ def run_direct(llm, prompts: list[str], max_tokens: int) -> dict:
     return summarize(latencies, tokens, time.perf_counter() - start, None, ttfts)
 
 
-SYSTEMS = ("llmtools --parallel", "llmtools sequential", "llama_cpp.server")
+SYSTEMS = ("llmtools --parallel", "llmtools sequential", "llama_cpp.server", "llama-server")
+# llama.cpp's own C++ server takes the request options of llama_cpp.server (its sampler defaults
+# differ from ours the same way)
+THEIRS = ("llama_cpp.server", "llama-server")
 
 
 def start_servers(path: str, args, env: dict) -> dict:
@@ -308,6 +322,17 @@ def start_servers(path: str, args, env: dict) -> dict:
              # count as fast ones): let every request run to its end, as the others do
              "--interrupt_requests", "False", "--verbose", "False"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers["llama_cpp.server"] = (f"http://127.0.0.1:{port}", proc, "/v1/models")
+    if "llama-server" in args.system_list:
+        # llama.cpp's C++ server (build_llama_server.sh builds it from the source llama-cpp-python
+        # vendors): the same slots as llmtools (--parallel, default 8), n_ctx per slot, its own
+        # continuous batching and prompt cache, no web UI
+        slots = args.parallel or 8
+        port = free_port()
+        proc = subprocess.Popen(
+            [args.llama_server, "-m", path, "--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads),
+             "-tb", str(args.batch_threads), "-np", str(slots), "-c", str(args.n_ctx * slots), "--no-webui",
+             "--log-disable"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers["llama-server"] = (f"http://127.0.0.1:{port}", proc, "/health")
     return servers
 
 
@@ -327,6 +352,9 @@ def main() -> None:
     ap.add_argument("--systems", default=",".join(SYSTEMS) + ",direct",
                     help="comma-separated subset of: " + ", ".join(SYSTEMS) + ", direct (to split a run into "
                          "several shorter invocations)")
+    ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER"),
+                    help="llama.cpp's C++ llama-server binary, for the system 'llama-server' (default: $LLAMA_SERVER; "
+                         "benchmarks/serve/build_llama_server.sh builds one)")
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--parallel", type=int, default=0,
                     help="llmtools serve --parallel (slots decoded together); default: serve's own default")
@@ -346,6 +374,8 @@ def main() -> None:
     unknown = set(args.system_list) - {*SYSTEMS, "direct"}
     if unknown:
         ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    if "llama-server" in args.system_list and not args.llama_server:
+        ap.error("the system llama-server needs --llama-server PATH or $LLAMA_SERVER")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the servers
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -400,7 +430,7 @@ def main() -> None:
         run_direct(llm, prompts[:2], args.max_tokens)  # warm-up: page the weights in for everyone
         warm_ours, warm_theirs = bodies(prompts[:2])
         for name, (url, _, _) in servers.items():
-            run_load(url, warm_theirs if name == "llama_cpp.server" else warm_ours, 1, stream=True)
+            run_load(url, warm_theirs if name in THEIRS else warm_ours, 1, stream=True)
         for rnd in range(args.rounds):
             if "direct" in args.system_list:
                 direct = run_direct(llm, prompt_set(), args.max_tokens)
@@ -415,7 +445,7 @@ def main() -> None:
                     url, proc, _ = servers[name]
                     before = batch_counters(url) if name == "llmtools --parallel" else {}
                     cpu0 = proc_cpu(proc.pid)
-                    res = run_load(url, theirs if name == "llama_cpp.server" else ours, c, stream=True)
+                    res = run_load(url, theirs if name in THEIRS else ours, c, stream=True)
                     res["server_cpu_s"] = round(proc_cpu(proc.pid) - cpu0, 3)
                     if before:
                         res["batch_profile"] = profile_delta(before, batch_counters(url), res["wall_s"])
@@ -463,26 +493,28 @@ def report(results: list[dict], probe_res: dict | None, args, path: str) -> None
     print(f"\n{Path(path).name}, {args.threads} llama.cpp threads (prompts: {args.batch_threads}), {args.requests} "
           f"streamed /v1/completions x {args.max_tokens} max tokens per system and level, greedy, {args.rounds} round(s); "
           f"load average {min(loads):.1f}-{max(loads):.1f}\n")
-    print("| clients | system | tokens/s | p50 latency ms | p95 latency ms | TTFT p50 ms | non-200 | vs direct | vs own 1-client | vs llama_cpp.server | vs probe B=N | CPU cores: server / clients |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| clients | system | tokens/s | p50 latency ms | p95 latency ms | TTFT p50 ms | non-200 | vs direct | vs own 1-client | vs llama_cpp.server | vs llama-server | vs probe B=N | CPU cores: server / clients |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     if direct:
         print(f"| 1 | direct llama-cpp-python | {direct['tps']:.1f} | {direct['p50']:.0f} | {direct['p95']:.0f} | "
-              f"{direct['ttft']:.0f} | 0 | 1.00x | | | | |")
+              f"{direct['ttft']:.0f} | 0 | 1.00x | | | | | |")
     for c in args.level_list:
         theirs = agg("llama_cpp.server", c)
+        cpp = agg("llama-server", c)
         for name in SYSTEMS:
             row = agg(name, c)
             if row is None:
                 continue
             own = agg(name, args.level_list[0])
             vs_theirs = f"{row['tps'] / theirs['tps']:.2f}x" if theirs and theirs["tps"] else ""
+            vs_cpp = f"{row['tps'] / cpp['tps']:.2f}x" if cpp and cpp["tps"] else ""
             vs_direct = f"{row['tps'] / direct['tps']:.2f}x" if direct else ""
             vs_probe = ""
             if probe_res and name == "llmtools --parallel" and c in probe_res["tps"]:
                 vs_probe = f"{row['tps'] / statistics.median(probe_res['tps'][c]):.2f}x"
             print(f"| {c} | {name} | {row['tps']:.1f} | {row['p50']:.0f} | {row['p95']:.0f} | {row['ttft']:.0f} | "
                   f"{row['errors']} | {vs_direct} | "
-                  f"{row['tps'] / own['tps'] if own['tps'] else float('nan'):.2f}x | {vs_theirs} | {vs_probe} | {row['cpu']} |")
+                  f"{row['tps'] / own['tps'] if own['tps'] else float('nan'):.2f}x | {vs_theirs} | {vs_cpp} | {vs_probe} | {row['cpu']} |")
     if probe_res:
         base = statistics.median(probe_res["tps"][1])
         print(f"\nprobe (low-level llama_decode, B sequences per step, greedy, {args.probe_steps} steps; median of runs):\n")
