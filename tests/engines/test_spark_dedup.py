@@ -250,3 +250,18 @@ def test_against_mode_by_size_and_conf(tmp_path):
         spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "sometimes"}), opts)
     with pytest.raises(UsageError):
         spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "join"}), SimpleNamespace(against=opts.against, containment=0.5))
+
+
+@pytest.mark.sysdep("java")
+@pytest.mark.parametrize("flags", [[], ["--exact"]])
+def test_a_bad_line_ends_the_run_as_locally(spark, small, tmp_path, flags):
+    """--on-error fail (the default): exit 3 naming the first bad file:line, as the local
+    command does, and no output folder (near mode reads the records twice: the first pass
+    stops it)."""
+    local = run_cli(["dedup", *flags, "-q", *small])
+    out = tmp_path / "out"
+    res = run_cli(["dedup", *flags, "-q", "--engine", "spark", "-o", out, *small])
+    assert local.exit_code == res.exit_code == 3, res.stderr
+    where = local.stderr.strip().splitlines()[-1]
+    assert f"{small[0]}:" in where and res.stderr.strip().splitlines()[-1] == where
+    assert not out.exists()

@@ -107,10 +107,15 @@ class SignTask:
     ("x", order, reject entry) for a bad line."""
 
     def __init__(self, opts: Any, bands: tuple[int, int] | None, refs: Any, sources: list[str], part_file: list[int],
-                 acc: Accumulators, job_kw: dict, against_bands: tuple[int, int] | None = None, blocks: bool = False) -> None:
+                 acc: Accumulators, job_kw: dict, against_bands: tuple[int, int] | None = None, blocks: bool = False,
+                 records: bool = True, sign: bool = True) -> None:
         self.opts, self.bands, self.refs = opts, bands, refs
         self.sources, self.part_file, self.acc, self.job_kw = sources, part_file, acc, job_kw
         self.against_bands = against_bands
+        # records=False: near mode's first pass yields only the blocks, and the output stage
+        # reads the lines again with sign=False (parsed and checked the same way, not hashed,
+        # nothing reported twice): the records are never sent to the JVM and stored there.
+        self.records, self.sign = records, sign
         # Near mode: a chunk's signatures, band keys, lengths and ids (and --verify's shingle
         # sets) go in one Block of arrays instead of each record's tuple, and the chunk is one
         # item ("c", first order, Block, its items pickled): the stages that need only the
@@ -139,8 +144,11 @@ class SignTask:
             pending.clear()
             yield from self._chunk(base, chunk)
         except BadInputError as exc:
-            _src, _, line = (exc.where or "").rpartition(":")
-            self.acc.fails.add([(gp, int(line) if line.isdigit() else 0, source, exc.reason)])
+            if self.sign:
+                _src, _, line = (exc.where or "").rpartition(":")
+                self.acc.fails.add([(gp, int(line) if line.isdigit() else 0, source, exc.reason)])
+        if not self.sign:
+            return
         counts = Counter({"in": job.counts["in"], "bad": job.counts["bad"], "kept_bad": job.counts["kept_bad"]})
         counts.update({f"reason:{k}": v for k, v in job.reasons.items()})
         self.acc.counts.add(counts)
@@ -157,7 +165,10 @@ class SignTask:
 
         items = list(self._sign(base, chunk))
         block = items.pop()[2] if items and items[-1][0] == "b" else None
-        if items:
+        if not self.records:
+            if block is not None:
+                yield ("c", int(block.orders[0]), block, None)
+        elif items:
             yield ("c", items[0][1], block, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _sign(self, base: int, chunk: list[tuple[int, Any, Any]]) -> Iterator[tuple]:
@@ -173,7 +184,7 @@ class SignTask:
         hits: dict[int, Any] = {}
         against: dict[int, tuple] = {}
         block = None
-        if live and (opts.mode == "near" or self.refs is not None or self.against_bands is not None):
+        if live and self.sign and (opts.mode == "near" or self.refs is not None or self.against_bands is not None):
             import numpy as np
 
             sh = _shingler(opts)
@@ -204,7 +215,11 @@ class SignTask:
                     rids = [get_field(chunk[live[n]][1], opts.id_field) for n in rows] if opts.id_field else None
                     shingles = [np.unique(runs[n]).tobytes() for n in rows] if opts.verify else None
                     block = Block(orders, lens, band_keys[rows], sigs[rows], rids, shingles)
-        if opts.mode == "exact":
+        if not self.records:
+            if block is not None:
+                yield ("b", int(block.orders[0]), block)
+            return
+        if opts.mode == "exact" and self.sign:
             for i in live:
                 keys[i] = ops.digest(texts[i], opts)
         for i, (line, rec, entry) in enumerate(chunk):
@@ -213,8 +228,10 @@ class SignTask:
                 continue
             rid = get_field(rec, id_field) if id_field else None
             text = texts[i]
-            yield ("r", base | line, dumps(rec), -1 if text is None else len(text), keys.get(i), bands.get(i), rid,
-                   hits.get(i), sets.get(i), against.get(i))
+            # The re-read pass (sign=False) hands the record on as it is: the output stage is
+            # the next step of the same Python task, so nothing is serialized in between.
+            yield ("r", base | line, dumps(rec) if self.sign else rec, -1 if text is None else len(text), keys.get(i),
+                   bands.get(i), rid, hits.get(i), sets.get(i), against.get(i))
         if block is not None:
             yield ("b", int(block.orders[0]), block)
 
@@ -306,22 +323,23 @@ def greedy_component(component: tuple[int, Iterable[tuple[int, int, float]]]) ->
 
 
 def driver_components(pairs: list[tuple[int, int]]) -> dict[int, int]:
-    """node -> smallest node of its component, for every node but the smallest (union-find)."""
-    parent: dict[int, int] = {}
+    """node -> smallest node of its component, for every node but the smallest (scipy's
+    connected components over the pairs, on the driver)."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as components
 
-    def find(x: int) -> int:
-        root = x
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while parent.get(x, x) != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: r for x in parent if (r := find(x)) != x}
+    if not pairs:
+        return {}
+    ends = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    nodes, at = np.unique(ends, return_inverse=True)  # nodes sorted: a component's first is its smallest
+    at = at.reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(at), dtype=np.int8), (at[:, 0], at[:, 1])), shape=(len(nodes), len(nodes)))
+    _, labels = components(graph, directed=False)
+    _, first = np.unique(labels, return_index=True)
+    roots = nodes[first][labels]
+    moved = roots != nodes
+    return dict(zip(nodes[moved].tolist(), roots[moved].tolist()))
 
 
 def connected_components(edges: Any, partitions: int) -> tuple[Any, int]:
@@ -378,15 +396,16 @@ class Emit:
                 yield (1, dumps(entry))
                 continue
             _, order, raw, length, _key, _bands, rid, hit, _set, _against = item
+            parsed = type(raw) is dict  # the re-read pass hands the record itself
             if length < 0:
                 counts["unchecked"] += 1
                 counts["out"] += 1
-                yield (0, raw)
+                yield (0, dumps(raw) if parsed else raw)
                 continue
             if hit is not None:
                 counts["contaminated"] += 1
                 measure = "containment" if opts.containment is not None else "jaccard"
-                rec = orjson.loads(raw)
+                rec = raw if parsed else orjson.loads(raw)
                 if mark:
                     rec["contaminated"] = {"ref": hit[0], "similarity": hit[1], "measure": measure}
                     counts["out"] += 1
@@ -401,17 +420,17 @@ class Emit:
                 counts["unique"] += 1
                 counts["out"] += 1
                 if mark:
-                    rec = orjson.loads(raw)
+                    rec = raw if parsed else orjson.loads(raw)
                     rec["dup_cluster"] = self.rec_id(order, rid)
                     rec["is_duplicate"] = False
                     yield (0, dumps(rec))
                 else:
-                    yield (0, raw)
+                    yield (0, dumps(raw) if parsed else raw)
                 continue
             kept, kept_rid, sim = decision
             kept_id = self.rec_id(kept, kept_rid)
             counts["duplicates"] += 1
-            rec = orjson.loads(raw)
+            rec = raw if parsed else orjson.loads(raw)
             if mark:
                 rec["dup_cluster"] = kept_id
                 rec["is_duplicate"] = True
@@ -654,7 +673,11 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         job_kw = dict(field=job.field, on_error=job.on_error, validate=job.validate, locate=True)
         refs_b = sc.broadcast(refs) if refs is not None else None
         against_bands = opts.lsh_bands(opts.against_threshold or opts.threshold) if against == "join" else None
-        task = SignTask(opts, bands, None, sources, part_file, acc, job_kw, against_bands, blocks=against != "join")
+        # Near mode without --against: the records are read twice (signed, then written)
+        # rather than stored between the passes.
+        reread = opts.mode == "near" and not against
+        task = SignTask(opts, bands, None, sources, part_file, acc, job_kw, against_bands, blocks=against != "join",
+                        records=not reread)
         if refs_b is not None:
             def signed(gp: int, it: Iterable[bytes], task: SignTask = task) -> Iterator[tuple]:
                 task.refs = refs_b.value
@@ -663,7 +686,9 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
             signed = task
         try:
             with spark_errors():
-                items = lines.mapPartitionsWithIndex(signed).persist(StorageLevel.MEMORY_AND_DISK)
+                items = lines.mapPartitionsWithIndex(signed)
+                if not reread:
+                    items = items.persist(StorageLevel.MEMORY_AND_DISK)
                 near = None
                 if task.blocks:
                     # The first job signs, persists, and runs the band group-by in the same
@@ -676,6 +701,9 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
                 if against == "join":
                     items = _join_references(spark_run, items, ref_frame, opts, nparts)
                 decisions, rounds = _decide(spark_run, items, opts, shuffle, near)
+                if reread:
+                    items = lines.mapPartitionsWithIndex(SignTask(opts, bands, None, sources, part_file, acc, job_kw,
+                                                                  sign=False))
                 stats = _finish(spark_run, items, decisions, opts, sources, part_file, starts, len(files) == 1, acc,
                                 out_uri, rej_uri, nparts)
         except BaseException:
@@ -788,7 +816,10 @@ def _similar(meta: Any, pairs: Any, opts: Any) -> Any:
     return edges.rdd.map(tuple)
 
 
-def _decide_near(spark: Any, recs: Any, opts: Any, shuffle: int) -> tuple[Any, int]:
+def _decide_near(spark: Any, recs: Any, opts: Any, shuffle: int, cands: Any = None) -> tuple[Any, int]:
+    """Near mode in the JVM: the band group-by (unless the candidate pairs `cands`, a DataFrame
+    of x, y, are given), the signature joins and the estimate; then components on the driver
+    or the cluster."""
     import pickle
 
     from pyspark import StorageLevel
@@ -798,9 +829,10 @@ def _decide_near(spark: Any, recs: Any, opts: Any, shuffle: int) -> tuple[Any, i
     longest = opts.keep == "longest"
     meta = _meta_frame(spark, recs, opts).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        buckets = (meta.select("order", F.explode("bands").alias("key")).groupBy("key")
-                   .agg(F.array_sort(F.collect_set("order")).alias("m")).where(F.size("m") > 1))
-        cands = buckets.select(F.expr(_PAIRS_SQL.format(small=SMALL_BUCKET)).alias("p")).select("p.x", "p.y").distinct()
+        if cands is None:
+            buckets = (meta.select("order", F.explode("bands").alias("key")).groupBy("key")
+                       .agg(F.array_sort(F.collect_set("order")).alias("m")).where(F.size("m") > 1))
+            cands = buckets.select(F.expr(_PAIRS_SQL.format(small=SMALL_BUCKET)).alias("p")).select("p.x", "p.y").distinct()
         edges = _similar(meta, cands, opts).persist(StorageLevel.MEMORY_AND_DISK)
         limit = int(sc.getConf().get("spark.llmtools.dedup.driverComponentsLimit", str(DRIVER_COMPONENTS_LIMIT)))
         n_edges = edges.count()
@@ -853,6 +885,11 @@ def driver_decisions(edges: list[tuple[int, int, float]], length: dict[int, int]
         for x, y, sim in edges:
             components.setdefault(roots.get(x, x), []).append((x, y, sim))
         for root, component in components.items():
+            if len(component) == 1:  # two records, one match: the later is the duplicate
+                x, y, sim = component[0]
+                kept = min(x, y)
+                decisions[max(x, y)] = (kept, ids.get(kept), sim)
+                continue
             for dup, (kept, sim) in greedy_component((root, component)):
                 decisions[dup] = (kept, ids.get(kept), sim)
     return decisions
@@ -1004,6 +1041,7 @@ class Signatures:
 class BandPairs(NamedTuple):
     blocks: Any  # RDD of Block, persisted
     parts: list  # each reduce partition's (x, y) candidate pairs, or (None, how many)
+    pairs: Any  # RDD of each reduce partition's (x, y), from the same shuffle (not run again)
 
 
 def _band_pairs(items: Any, opts: Any, shuffle: int) -> BandPairs:
@@ -1015,9 +1053,15 @@ def _band_pairs(items: Any, opts: Any, shuffle: int) -> BandPairs:
     sc = items.context
     limit = int(sc.getConf().get("spark.llmtools.dedup.driverCandidatesLimit", str(DRIVER_CANDIDATES_LIMIT)))
     blocks = items.filter(lambda t: t[2] is not None).map(lambda t: t[2]).persist(StorageLevel.MEMORY_AND_DISK)
-    parts = (blocks.mapPartitions(_band_rows(shuffle)).partitionBy(shuffle, lambda p: p)
-             .mapPartitions(bucket_pairs(limit=limit // shuffle)).collect())
-    return BandPairs(blocks, parts)
+    shuffled = blocks.mapPartitions(_band_rows(shuffle)).partitionBy(shuffle, lambda p: p)
+    parts = shuffled.mapPartitions(bucket_pairs(limit=limit // shuffle)).collect()
+    return BandPairs(blocks, parts, shuffled.mapPartitions(bucket_pairs()))
+
+
+def _pair_frame(spark: Any, pairs: Any) -> Any:
+    """The candidate pairs (an RDD of (x array, y array)) as a DataFrame of distinct x, y."""
+    rows = pairs.flatMap(lambda p: zip(p[0].tolist(), p[1].tolist()))
+    return spark.createDataFrame(rows, "x long, y long", verifySchema=False).distinct()
 
 
 def _decide_near_blocks(spark_run: SparkRun, near: BandPairs, opts: Any, shuffle: int) -> tuple[Any, int]:
@@ -1025,19 +1069,24 @@ def _decide_near_blocks(spark_run: SparkRun, near: BandPairs, opts: Any, shuffle
     verified, joined into components and decided on the driver; else the JVM path."""
     import numpy as np
 
-    blocks, parts = near
+    blocks, parts, pairs = near
     sc = blocks.context
     conf = sc.getConf()
+
+    def in_the_jvm() -> tuple[Any, int]:
+        spark = spark_run.spark
+        return _decide_near(spark, blocks.flatMap(_block_records), opts, shuffle, _pair_frame(spark, pairs))
+
     try:
         if any(p[0] is None for p in parts):
-            return _decide_near(spark_run.spark, blocks.flatMap(_block_records), opts, shuffle)
+            return in_the_jvm()
         x = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         y = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         x, y = unique_pairs(x, y)
         nodes = np.unique(np.concatenate([x, y]))
         budget = int(conf.get("spark.llmtools.dedup.driverSignatureBytes", str(DRIVER_SIGNATURE_BYTES)))
         if len(nodes) * opts.num_perm * 4 > budget:
-            return _decide_near(spark_run.spark, blocks.flatMap(_block_records), opts, shuffle)
+            return in_the_jvm()
         wanted = sc.broadcast(nodes)
 
         def pick(blk: Block) -> Block:
