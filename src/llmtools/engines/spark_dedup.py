@@ -693,7 +693,9 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
                 if task.blocks:
                     # The first job signs, persists, and runs the band group-by in the same
                     # stage: the records are not read back for it.
-                    near = _band_pairs(items, opts, shuffle)
+                    # One reduce partition per 4 input partitions (at least one per core): a
+                    # reduce task sorts ~6M rows (~150 MB) at 128 MB splits, at any input size.
+                    near = _band_pairs(items, opts, max(shuffle, nparts // 4))
                 else:
                     items.count()
                 raise_first_failure(acc.fails.value, part_file, acc.lines.value)
