@@ -152,7 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=200_000)
     ap.add_argument("repeats", nargs="?", type=int, default=1)
-    ap.add_argument("--only", default="local,spark1,spark2,td1,td2")  # also: spark1pin
+    ap.add_argument("--only", default="local,spark1,spark2,td1,td2")  # also: spark1pin, spark2cluster
     ap.add_argument("--corpus")
     ap.add_argument("--results")
     a = ap.parse_args()
@@ -187,6 +187,11 @@ def main() -> None:
         # (driver, JVM, Python workers) has one core, as a 1-core machine would.
         ("spark1pin", ("spark local[1] pinned", lambda out: ["taskset", "-c", "0"] + LLMTOOLS + common + [
             "--engine", "spark", "--master", "local[1]", "-o", out] + paths, None)),
+        # the paths a corpus too large for the driver takes, forced at this size: candidate
+        # pairs verified by the JVM's signature joins, components by large-star/small-star
+        ("spark2cluster", ("spark local[2] cluster paths", lambda out: common + [
+            "--engine", "spark", "--master", "local[2]", "--spark-conf", "spark.llmtools.dedup.driverCandidatesLimit=0",
+            "--spark-conf", "spark.llmtools.dedup.driverComponentsLimit=0", "-o", out] + paths, None)),
         ("td1", textdedup(1)),
         ("td2", textdedup(2)),
     ] if key in only]
