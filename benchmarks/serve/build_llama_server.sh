@@ -9,6 +9,7 @@
 set -euo pipefail
 dir=${1:-/tmp/llama-cpp-server}
 py=${PYTHON:-.venv/bin/python}
+case $py in /*) ;; */*) py="$PWD/$py" ;; esac  # the venv's own path: resolving its symlink would leave the venv
 version=$("$py" -c "import importlib.metadata as m; print(m.version('llama_cpp_python'))")
 mkdir -p "$dir"
 cd "$dir"
