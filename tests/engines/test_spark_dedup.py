@@ -248,8 +248,119 @@ def test_against_mode_by_size_and_conf(tmp_path):
                                           "spark.llmtools.dedup.againstBroadcastBytes": "0"}), opts) == "broadcast"
     with pytest.raises(UsageError):
         spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "sometimes"}), opts)
-    with pytest.raises(UsageError):
-        spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "join"}), SimpleNamespace(against=opts.against, containment=0.5))
+    # --containment references are joined too (the LSH Ensemble's bands as join keys)
+    assert spark_dedup._against_mode(Run({"spark.llmtools.dedup.against": "join"}),
+                                     SimpleNamespace(against=opts.against, containment=0.5)) == "join"
+
+
+def containment_refs(path, texts):
+    """References for --containment: 60-word passages of records (a window inside one is
+    contained), whole records with more words (the whole record is contained: --window 0), and
+    unrelated texts of many lengths, so the LSH Ensemble has all its 8 size partitions."""
+    import random
+
+    rng = random.Random(7)
+    lines = []
+    for i, t in enumerate(texts[:12]):
+        words = t.split()
+        start = rng.randrange(0, max(1, len(words) - 60))
+        rec = {"text": " ".join(words[start:start + 60])}
+        if i % 3 == 0:
+            rec["id"] = f"passage-{i}"
+        lines.append(orjson.dumps(rec) + b"\n")
+    lines += [orjson.dumps({"text": t + " and a few more words at the end"}) + b"\n" for t in texts[12:20]]
+    vocab = sorted({w for t in texts[40:] for w in t.split()})
+    for n in range(40):
+        lines.append(orjson.dumps({"text": " ".join(rng.choice(vocab) for _ in range(5 + 7 * n))}) + b"\n")
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("window", [32, 8, 0])
+def test_containment_plan_asks_what_the_lsh_ensemble_asks(tmp_path, window):
+    """The band-key join's candidates are exactly the local LSH Ensemble's: every reference in
+    the same size partition, and per query window the same candidate references."""
+    from collections import Counter
+
+    import numpy as np
+
+    from llmtools.engines.spark_dedup import ContainmentPlan
+    from llmtools.ops import dedup as ops
+
+    texts, _ = grouped_docs(120, size=600, seed=5)
+    opts = ops.DedupOptions(against=(str(containment_refs(tmp_path / "refs.jsonl", texts)),), containment=0.7, window=window)
+    sh = ops.Shingler(opts.num_perm, opts.seed, opts.n, opts.shingle)
+    local = ops.References(sh, opts)
+    plan = ContainmentPlan(opts, Counter(len(s) for s in local.sets))
+    assert plan.uppers == [u for u in local.lsh.uppers if u is not None] and len(plan.uppers) == 8
+    index: dict[bytes, list[tuple[int, int]]] = {}
+    for k, (s, sig) in enumerate(zip(local.sets, sh.minhash_arrays(*sh.shingle_arrays(
+            [orjson.loads(x)["text"] for x in open(opts.against[0], "rb")])))):
+        p, keys = plan.reference_keys(sig, len(s))
+        assert all(k in local.lsh.indexes[p][r] for r in local.lsh.indexes[p])
+        for key in keys:
+            index.setdefault(key, []).append((k, p))
+    queries = texts[:40]
+    h, starts = sh.shingle_arrays(queries)
+    runs, sigs = np.split(h, starts[1:]), sh.minhash_arrays(h, starts)
+    asked = found = 0
+    for run, sig, rows in zip(runs, sigs, plan.query_rows(sh, runs, sigs)):
+        windows = local._windows(run)
+        wsigs = sig[None, :] if len(windows) == 1 else sh.minhash_arrays(
+            np.concatenate(windows), np.cumsum([0] + [len(x) for x in windows[:-1]]))
+        for w, (win, wsig) in enumerate(zip(windows, wsigs)):
+            want = set(local.lsh.query(sh.minhash(wsig), len(np.unique(win))))
+            got = {k for key, at, mask in rows if at == w for k, p in index.get(key, ()) if mask >> p & 1}
+            assert got == want, (w, got ^ want)
+            asked += 1
+            found += len(want)
+    assert found >= 10 and asked >= 40
+    assert max(plan.keys_per_reference()) <= sum(opts.num_perm // r for r in range(1, 9))
+
+
+@pytest.mark.sysdep("java")
+@pytest.mark.parametrize("flags", [["--containment", "0.7"],
+                                   ["--containment", "0.6", "--window", "0", "--mark", "--id-field", "id"],
+                                   ["--exact", "--containment", "0.8", "--window", "16"]])
+def test_containment_joined_by_band_key_matches_broadcast_and_local(spark, small, tmp_path, monkeypatch, flags):
+    """--containment references joined by band key (the LSH Ensemble's bands): the same output
+    and rejects (hits, reference ids, containments) as the broadcast copy and the local command."""
+    from llmtools.engines import spark_dedup
+
+    texts = [orjson.loads(line)["text"] for line in small[1].read_bytes().splitlines()[:100] if b'"text"' in line]
+    refs = containment_refs(tmp_path / "refs.jsonl", texts)
+    args = ["dedup", *flags, "--against", refs, "--on-error", "skip", "-q"]
+    local_rej = tmp_path / "local.jsonl"
+    local = run_cli([*args, "--rejects", local_rej, *small])
+    assert local.exit_code == 0, local.stderr
+    outs = {}
+    # The tests share one Spark session, so the size limit stands for spark.llmtools.dedup.against.
+    for name, size_limit, hit_limit in [("broadcast", 1 << 40, None), ("join", 0, None), ("join-merge", 0, 0)]:
+        monkeypatch.setattr(spark_dedup, "AGAINST_BROADCAST_BYTES", size_limit)
+        if hit_limit is not None:
+            monkeypatch.setattr(spark_dedup, "BROADCAST_LIMIT", hit_limit)
+        res = run_cli([*args, "--engine", "spark", "-o", tmp_path / name, "--rejects", tmp_path / f"r-{name}", *small])
+        assert res.exit_code == 0, res.stderr
+        manifest = orjson.loads((tmp_path / name / "llmtools-manifest.json").read_bytes())
+        assert manifest["params"]["against_by"] == name.split("-")[0]
+        outs[name] = (parts(tmp_path / name), sorted(parts(tmp_path / f"r-{name}").splitlines()))
+    assert outs["join"] == outs["broadcast"] == outs["join-merge"]
+    if "--mark" in flags:
+        marked = [orjson.loads(x) for x in outs["join"][0].splitlines()]
+        want = [orjson.loads(x) for x in local.stdout_bytes.splitlines()]
+        got_hits = {r["id"]: r["contaminated"] for r in marked if "contaminated" in r}
+        assert got_hits == {r["id"]: r["contaminated"] for r in want if "contaminated" in r}
+        assert len(got_hits) >= 8 and all(h["measure"] == "containment" for h in got_hits.values())
+        assert any(h["ref"].startswith("passage-") for h in got_hits.values())  # --id-field names references by id
+    else:
+        local_lines = sorted(local_rej.read_bytes().splitlines())
+        if "--exact" in flags:
+            assert outs["join"] == (local.stdout_bytes, local_lines)
+        # near mode: the duplicates may differ from local by chains (docs/dedup.md), the hits not
+        contaminated = [x for x in local_lines if orjson.loads(x)["reason"] == "contaminated"]
+        assert [x for x in outs["join"][1] if orjson.loads(x)["reason"] == "contaminated"] == contaminated
+        hits = [orjson.loads(x) for x in contaminated]
+        assert len(hits) >= 12 and all(h["dup_of"].startswith(f"{refs}:") for h in hits)  # no --id-field: file:line
 
 
 @pytest.mark.sysdep("java")

@@ -129,8 +129,9 @@ def cli(io: options.IOConfig, engine: Any, exact: bool, threshold: float, num_pe
     (large-star/small-star) and the earliest (or longest) record of each component kept.
     Unlike the local run, a record connected to an earlier one through a chain of matches is a
     duplicate even if it does not match the kept record itself. --against references over
-    256 MB are signed on the cluster and joined by band key (spark.llmtools.dedup.against=
-    broadcast|join forces either). --index and --jobs are local.
+    256 MB (Jaccard or --containment) are signed on the cluster and joined by band key, with
+    the same hits as locally (spark.llmtools.dedup.against=broadcast|join forces either).
+    --index and --jobs are local.
 
     \b
     Exit codes: 0 ok, 2 bad option or an index built with other settings (a Redis index with

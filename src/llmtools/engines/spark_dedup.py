@@ -103,15 +103,16 @@ class Block(NamedTuple):
 class SignTask:
     """Records of one partition -> items, in input order:
     ("r", order, record json, text length (-1: no text), key, band keys, id, contaminated, shingles,
-     (--against band keys, shingle set) when the references are joined by band key)
+     (--against band keys, shingle set) when Jaccard references are joined by band key, or
+     ([(key, window, partition mask), ...], shingle sequence) when --containment references are)
     ("x", order, reject entry) for a bad line."""
 
     def __init__(self, opts: Any, bands: tuple[int, int] | None, refs: Any, sources: list[str], part_file: list[int],
                  acc: Accumulators, job_kw: dict, against_bands: tuple[int, int] | None = None, blocks: bool = False,
-                 records: bool = True, sign: bool = True) -> None:
+                 records: bool = True, sign: bool = True, against_plan: "ContainmentPlan | None" = None) -> None:
         self.opts, self.bands, self.refs = opts, bands, refs
         self.sources, self.part_file, self.acc, self.job_kw = sources, part_file, acc, job_kw
-        self.against_bands = against_bands
+        self.against_bands, self.against_plan = against_bands, against_plan
         # records=False: near mode's first pass yields only the blocks, and the output stage
         # reads the lines again with sign=False (parsed and checked the same way, not hashed,
         # nothing reported twice): the records are never sent to the JVM and stored there.
@@ -184,7 +185,9 @@ class SignTask:
         hits: dict[int, Any] = {}
         against: dict[int, tuple] = {}
         block = None
-        if live and self.sign and (opts.mode == "near" or self.refs is not None or self.against_bands is not None):
+        plan = self.against_plan
+        if live and self.sign and (opts.mode == "near" or self.refs is not None or self.against_bands is not None
+                                   or plan is not None):
             import numpy as np
 
             sh = _shingler(opts)
@@ -196,6 +199,9 @@ class SignTask:
             table = _band_table(opts.num_perm, *self.bands) if opts.mode == "near" else None
             band_keys = None if table is None else table.key_array(sigs) if self.blocks else table.keys(sigs)
             ref_keys = _band_table(opts.num_perm, *self.against_bands).keys(sigs) if self.against_bands else None
+            if plan is not None:
+                for n, rows in enumerate(plan.query_rows(sh, runs, sigs)):
+                    against[live[n]] = (rows, runs[n].tobytes())
             for n, (i, sig, run) in enumerate(zip(live, sigs, runs)):
                 if self.refs is not None:
                     hits[i] = self.refs.check(run, sig)
@@ -485,11 +491,6 @@ def _against_mode(spark_run: SparkRun, opts: Any) -> str:
     mode = conf.get("spark.llmtools.dedup.against", "auto")
     if mode not in ("auto", "broadcast", "join"):
         raise UsageError(f"spark.llmtools.dedup.against={mode}: expected auto, broadcast or join")
-    if opts.containment is not None:
-        if mode == "join":
-            raise UsageError("spark.llmtools.dedup.against=join is for Jaccard references; --containment references "
-                             "are always broadcast (LSH Ensemble)")
-        return "broadcast"
     if mode != "auto":
         return mode
     limit = int(conf.get("spark.llmtools.dedup.againstBroadcastBytes", str(AGAINST_BROADCAST_BYTES)))
@@ -500,11 +501,123 @@ def _against_mode(spark_run: SparkRun, opts: Any) -> str:
     return "join" if size > limit else "broadcast"
 
 
-class RefTask:
-    """Reference lines of one partition -> (order, pickled id or None, band keys, shingle set),
-    parsed and checked as the local References does (a bad reference line ends the run)."""
+class ContainmentPlan:
+    """The local --containment index (datasketch's MinHashLSHEnsemble, see ops/dedup/deduper.py)
+    as band keys that a join can match, so the join finds exactly the candidates the ensemble
+    finds.
 
-    def __init__(self, opts: Any, bands: tuple[int, int], sources: list[str], part_file: list[int], acc: Accumulators) -> None:
+    The ensemble splits the references into partitions by set size (`optimal_partitions` over
+    the sizes, as `index()` does) and indexes each reference in one MinHashLSH per r, with bands
+    of r rows. A query of size q asks each partition (upper bound u) the first b bands of the r
+    that `_get_optimal_param(u, q)` picks. A key here is (r, band j, the band's values), the
+    bytes datasketch hashes. A reference emits the keys of every (r, j) a query could ask its
+    partition; a query window emits each (r, j) it asks once, with a bit mask of the partitions
+    it asks it of, and a joined pair counts only when the reference's partition is in the mask:
+    the partition is left out of the key (a window would otherwise send one row per partition,
+    8x as many) and filtered after the join, so the candidates are the ensemble's, no more."""
+
+    def __init__(self, opts: Any, sizes: dict[int, int]) -> None:
+        import numpy as np
+        from datasketch.lshensemble_partition import optimal_partitions
+
+        from llmtools.ops import dedup as ops
+
+        ensemble = ops.containment_ensemble(opts.containment, opts.num_perm, opts.recall_target)
+        self.xqs, self.params = ensemble.xqs, ensemble.params
+        self.window = opts.window
+        table = np.array(sorted(sizes.items())).T
+        bounds = optimal_partitions(table[0], table[1], len(ensemble.indexes))
+        self.uppers = [int(upper) for _lower, upper in bounds]
+        # index() walks the references by size and moves to the next partition when a size
+        # passes the current upper bound; the partitions are contiguous and none is empty, so
+        # all the references of one size land in one partition.
+        self.part: dict[int, int] = {}
+        at = 0
+        for size in table[0].tolist():
+            if size > self.uppers[at]:
+                at += 1
+            if size > self.uppers[at]:
+                raise RuntimeError(f"--containment: reference size {size} is past partition {at} (bound {self.uppers[at]})")
+            self.part[size] = at
+        # The (r, number of bands) a partition can be asked: a query's size q is 1..--window
+        # (any with --window 0), so u/q, which picks the parameters, lies in [u/window, u].
+        last = len(self.params) - 1
+        self.reach: list[list[tuple[int, int]]] = []
+        for upper in self.uppers:
+            lo = 0 if self.window <= 0 else min(int(np.searchsorted(self.xqs, upper / self.window, side="left")), last)
+            hi = min(int(np.searchsorted(self.xqs, float(upper), side="left")), last)
+            most: dict[int, int] = {}
+            for b, r in self.params[lo:hi + 1].tolist():
+                most[r] = max(most.get(r, 0), b)
+            self.reach.append(sorted(most.items()))
+
+    def optimal(self, upper: int, size: int) -> tuple[int, int]:
+        """The (b, r) the ensemble asks of a partition with bound `upper` for a query of `size`."""
+        from datasketch import MinHashLSHEnsemble
+
+        b, r = MinHashLSHEnsemble._get_optimal_param(self, upper, size)
+        return int(b), int(r)
+
+    @staticmethod
+    def key(sig: Any, r: int, j: int) -> bytes:
+        return r.to_bytes(2, "little") + j.to_bytes(2, "little") + sig[j * r:(j + 1) * r].tobytes()
+
+    def keys_per_reference(self) -> list[int]:
+        """How many keys a reference of each partition emits."""
+        return [sum(b for _r, b in reach) for reach in self.reach]
+
+    def reference_keys(self, sig: Any, size: int) -> tuple[int, list[bytes]]:
+        """A reference's partition, and the keys of every band a query could ask it."""
+        p = self.part[size]
+        return p, [self.key(sig, r, j) for r, b in self.reach[p] for j in range(b)]
+
+    def window_keys(self, sig: Any, size: int) -> list[tuple[bytes, int]]:
+        """(key, partition mask) of the bands one query window of `size` asks."""
+        asks: dict[int, list[tuple[int, int]]] = {}
+        for p, upper in enumerate(self.uppers):
+            b, r = self.optimal(upper, size)
+            asks.setdefault(r, []).append((b, 1 << p))
+        out = []
+        for r, wanted in asks.items():
+            for j in range(max(b for b, _bit in wanted)):
+                out.append((self.key(sig, r, j), sum(bit for b, bit in wanted if j < b)))
+        return out
+
+    def query_rows(self, shingler: Any, runs: list[Any], sigs: Any) -> list[list[tuple[bytes, int, int]]]:
+        """Per record (its shingle sequence in `runs`, its signature in `sigs`), the
+        (key, window, partition mask) rows of its windows, as the local References.check asks."""
+        import numpy as np
+
+        from llmtools.ops import dedup as ops
+
+        windows = [ops.containment_windows(run, self.window) for run in runs]
+        many = [n for n, ws in enumerate(windows) if len(ws) > 1]
+        window_sigs: dict[int, Any] = {}
+        if many:
+            flat = [w for n in many for w in windows[n]]
+            starts = np.cumsum([0] + [len(w) for w in flat[:-1]])
+            signed = shingler.minhash_arrays(np.concatenate(flat), starts)
+            at = 0
+            for n in many:
+                window_sigs[n] = signed[at:at + len(windows[n])]
+                at += len(windows[n])
+        out = []
+        for n, ws in enumerate(windows):
+            rows = []
+            for w, (win, sig) in enumerate(zip(ws, window_sigs.get(n, sigs[n:n + 1]))):
+                rows.extend((key, w, mask) for key, mask in self.window_keys(sig, len(np.unique(win))))
+            out.append(rows)
+        return out
+
+
+class RefTask:
+    """Reference lines of one partition -> (order, pickled id or None, band keys, shingle set)
+    for Jaccard references, or (order, pickled id or None, signature, set size, shingle set)
+    for --containment (`bands` None), parsed and checked as the local References does (a bad
+    reference line ends the run)."""
+
+    def __init__(self, opts: Any, bands: tuple[int, int] | None, sources: list[str], part_file: list[int],
+                 acc: Accumulators) -> None:
         self.opts, self.bands, self.sources, self.part_file, self.acc = opts, bands, sources, part_file, acc
 
     def __call__(self, gp: int, lines: Iterable[bytes]) -> Iterator[tuple]:
@@ -534,14 +647,25 @@ class RefTask:
 
         sh = _shingler(self.opts)
         h, starts = sh.shingle_arrays([text for _, _, text in chunk])
-        keys = _band_table(self.opts.num_perm, *self.bands).keys(sh.minhash_arrays(h, starts))
-        for (line, rid, _), k, run in zip(chunk, keys, np.split(h, starts[1:])):
-            yield (gp << PART_SHIFT | line, None if rid is None else pickle.dumps(rid), k, np.unique(run).tobytes())
+        sigs = sh.minhash_arrays(h, starts)
+        keys = _band_table(self.opts.num_perm, *self.bands).keys(sigs) if self.bands is not None else None
+        for n, ((line, rid, _), run) in enumerate(zip(chunk, np.split(h, starts[1:]))):
+            order, pid, rset = gp << PART_SHIFT | line, None if rid is None else pickle.dumps(rid), np.unique(run)
+            if keys is not None:
+                yield (order, pid, keys[n], rset.tobytes())
+            else:
+                yield (order, pid, sigs[n].tobytes(), len(rset), rset.tobytes())
 
 
-def _reference_frame(spark_run: SparkRun, opts: Any) -> tuple[Any, Any]:
-    """The references, signed on the cluster: a persisted DataFrame (rorder, rid, rkeys, rset),
-    and a function giving a reference's id from its order and pickled id."""
+class ReferenceFrame(NamedTuple):
+    frame: Any  # persisted DataFrame: rorder, rid, rkeys (Jaccard) or rsig, rsize (containment), rset
+    ref_id: Any  # (rorder, pickled id or None) -> the reference's id, as the local References names it
+    plan: ContainmentPlan | None  # --containment: the ensemble's bands
+
+
+def _reference_frame(spark_run: SparkRun, opts: Any) -> ReferenceFrame:
+    """The references, signed on the cluster; for --containment also the ensemble's partitions
+    of their sizes (one small aggregate: the number of distinct sizes)."""
     import pickle
 
     from pyspark import StorageLevel
@@ -550,11 +674,15 @@ def _reference_frame(spark_run: SparkRun, opts: Any) -> tuple[Any, Any]:
     files = spark_run.resolve(opts.against)
     lines, part_file = spark_run.read(files)
     acc = Accumulators(spark_run.sc)
-    bands = opts.lsh_bands(opts.against_threshold or opts.threshold)
+    containment = opts.containment is not None
+    bands = None if containment else opts.lsh_bands(opts.against_threshold or opts.threshold)
     sources = [name for name, _ in files]
-    schema = T.StructType([
-        T.StructField("rorder", T.LongType(), False), T.StructField("rid", T.BinaryType(), True),
-        T.StructField("rkeys", T.ArrayType(T.LongType(), False), False), T.StructField("rset", T.BinaryType(), False)])
+    fields = [T.StructField("rorder", T.LongType(), False), T.StructField("rid", T.BinaryType(), True)]
+    if containment:
+        fields += [T.StructField("rsig", T.BinaryType(), False), T.StructField("rsize", T.LongType(), False)]
+    else:
+        fields += [T.StructField("rkeys", T.ArrayType(T.LongType(), False), False)]
+    schema = T.StructType(fields + [T.StructField("rset", T.BinaryType(), False)])
     frame = spark_run.spark.createDataFrame(lines.mapPartitionsWithIndex(RefTask(opts, bands, sources, part_file, acc)),
                                             schema, verifySchema=False).persist(StorageLevel.MEMORY_AND_DISK)
     count = frame.count()
@@ -563,6 +691,10 @@ def _reference_frame(spark_run: SparkRun, opts: Any) -> tuple[Any, Any]:
         frame.unpersist()
         raise UsageError("--against: the reference files hold no records")
     starts = first_lines(part_file, acc.lines.value)
+    plan = None
+    if containment:
+        sizes = {int(row[0]): int(row[1]) for row in frame.groupBy("rsize").count().collect()}
+        plan = ContainmentPlan(opts, sizes)
 
     def ref_id(rorder: int, rid: bytes | None) -> Any:
         if rid is not None:
@@ -570,22 +702,18 @@ def _reference_frame(spark_run: SparkRun, opts: Any) -> tuple[Any, Any]:
         gp = rorder >> PART_SHIFT
         return f"{sources[part_file[gp]]}:{starts[gp] + (rorder & MASK)}"
 
-    return frame, ref_id
+    return ReferenceFrame(frame, ref_id, plan)
 
 
-def _join_references(spark_run: SparkRun, items: Any, ref_frame: tuple[Any, Any], opts: Any, nparts: int) -> Any:
-    """`items` with each record's --against hit set: records and references that share a band
-    key are candidates (a join in the JVM), verified by the exact Jaccard of their shingle sets
-    (as the local References does); a record's hit is its most similar reference, the earliest
-    on ties. Returns the new items (persisted; the old ones are released)."""
-    from pyspark import StorageLevel
+def _jaccard_hits(spark: Any, items: Any, frame: Any, opts: Any) -> Any:
+    """(order, (similarity, -reference order, pickled reference id)) for each record and
+    reference that share a band key (a join in the JVM) and whose exact Jaccard is at or above
+    the threshold, as the local References checks them."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     from llmtools.ops import dedup as ops
 
-    frame, ref_id = ref_frame
-    spark, sc = spark_run.spark, spark_run.sc
     schema = T.StructType([T.StructField("order", T.LongType(), False), T.StructField("qkeys", T.ArrayType(T.LongType(), False), False),
                            T.StructField("qset", T.BinaryType(), False)])
     recs = spark.createDataFrame(items.filter(lambda t: t[0] == "r" and t[9] is not None).map(lambda t: (t[1], t[9][0], t[9][1])),
@@ -601,7 +729,64 @@ def _join_references(spark_run: SparkRun, items: Any, ref_frame: tuple[Any, Any]
         sim = ops.exact_jaccard(np.frombuffer(r.qset, dtype=np.uint32), np.frombuffer(r.rset, dtype=np.uint32))
         return [(r.order, (sim, -r.rorder, r.rid))] if sim >= threshold else []
 
-    best = joined.rdd.flatMap(verify).reduceByKey(lambda a, b: a if a[:2] >= b[:2] else b)
+    return joined.rdd.flatMap(verify)
+
+
+def _containment_hits(spark: Any, items: Any, frame: Any, plan: ContainmentPlan, opts: Any) -> Any:
+    """(order, (containment, -reference order, pickled reference id)) for each record window
+    and reference that the LSH Ensemble would make candidates (`ContainmentPlan`: a join on
+    band keys, filtered by partition), verified exactly as the local References does: the share
+    of the window's distinct shingles inside the reference, at or above --containment."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from llmtools.ops import dedup as ops
+
+    recs = items.filter(lambda t: t[0] == "r" and t[9] is not None)
+    qrows = spark.createDataFrame(recs.flatMap(lambda t: [(t[1], k, w, m) for k, w, m in t[9][0]]),
+                                  "order long, k binary, w int, m int", verifySchema=False)
+    qseq = spark.createDataFrame(recs.map(lambda t: (t[1], t[9][1])), "order long, qseq binary", verifySchema=False)
+
+    def reference_rows(row: Any) -> list[tuple]:
+        import numpy as np
+
+        p, keys = plan.reference_keys(np.frombuffer(row.rsig, dtype=np.uint32), row.rsize)
+        return [(k, row.rorder, p) for k in keys]
+
+    rkeys = spark.createDataFrame(frame.select("rorder", "rsig", "rsize").rdd.flatMap(reference_rows),
+                                  T.StructType([T.StructField("k", T.BinaryType(), False), T.StructField("rorder", T.LongType(), False),
+                                                T.StructField("p", T.IntegerType(), False)]), verifySchema=False)
+    cands = (qrows.join(rkeys, "k").where(F.expr("shiftright(m, p) & 1 = 1"))
+             .select("order", "w", "rorder").distinct())
+    joined = cands.join(qseq, "order").join(frame.select("rorder", "rid", "rset"), "rorder")
+    threshold, window = opts.containment, opts.window
+
+    def verify(r: Any) -> list[tuple]:
+        import numpy as np
+
+        h = np.frombuffer(r.qseq, dtype=np.uint32)
+        starts = ops.window_starts(len(h), window)
+        query = np.unique(h if starts is None else h[starts[r.w]:starts[r.w] + window])
+        inside = len(np.intersect1d(query, np.frombuffer(r.rset, dtype=np.uint32), assume_unique=True)) / len(query)
+        return [(r.order, (inside, -r.rorder, r.rid))] if inside >= threshold else []
+
+    return joined.rdd.flatMap(verify)
+
+
+def _join_references(spark_run: SparkRun, items: Any, refs: ReferenceFrame, opts: Any, nparts: int) -> Any:
+    """`items` with each record's --against hit set: the references a band-key join makes
+    candidates, verified exactly (Jaccard, or the containment of a window); a record's hit is
+    its most similar reference, the earliest on ties, as locally. Returns the new items
+    (persisted; the old ones are released)."""
+    from pyspark import StorageLevel
+
+    spark, sc = spark_run.spark, spark_run.sc
+    frame, ref_id = refs.frame, refs.ref_id
+    if refs.plan is not None:
+        verified = _containment_hits(spark, items, frame, refs.plan, opts)
+    else:
+        verified = _jaccard_hits(spark, items, frame, opts)
+    best = verified.reduceByKey(lambda a, b: a if a[:2] >= b[:2] else b)
     hits = best.map(lambda kv: (kv[0], (ref_id(-kv[1][1], kv[1][2]), round(kv[1][0], 4)))).persist(StorageLevel.MEMORY_AND_DISK)
     limit = int(sc.getConf().get("spark.llmtools.dedup.broadcastLimit", str(BROADCAST_LIMIT)))
     if hits.count() <= limit:
@@ -672,12 +857,14 @@ def run(engine: EngineConfig, io: Any, job: Job, opts: Any, params: dict) -> Any
         sources = [name for name, _ in files]
         job_kw = dict(field=job.field, on_error=job.on_error, validate=job.validate, locate=True)
         refs_b = sc.broadcast(refs) if refs is not None else None
-        against_bands = opts.lsh_bands(opts.against_threshold or opts.threshold) if against == "join" else None
+        joined = against == "join"
+        against_bands = opts.lsh_bands(opts.against_threshold or opts.threshold) if joined and opts.containment is None else None
+        against_plan = ref_frame.plan if joined else None
         # Near mode without --against: the records are read twice (signed, then written)
         # rather than stored between the passes.
         reread = opts.mode == "near" and not against
         task = SignTask(opts, bands, None, sources, part_file, acc, job_kw, against_bands, blocks=against != "join",
-                        records=not reread)
+                        records=not reread, against_plan=against_plan)
         if refs_b is not None:
             def signed(gp: int, it: Iterable[bytes], task: SignTask = task) -> Iterator[tuple]:
                 task.refs = refs_b.value

@@ -18,16 +18,20 @@ from llmtools.ops.dedup.deduper import (
     Deduper,
     DedupStats,
     References,
+    containment_ensemble,
+    containment_windows,
     dedup,
     digest,
     record_ids,
     validator,
+    window_starts,
 )
 
 _LAZY = {"Shingler": "minhash", "lsh_params": "minhash", "ExactIndex": "index", "NearIndex": "index",
          "FileStore": "index", "exact_jaccard": "index", "BandTable": "bands"}
 
-__all__ = ["DedupOptions", "DedupStats", "Deduper", "References", "dedup", "digest", "record_ids", "validator", *_LAZY]
+__all__ = ["DedupOptions", "DedupStats", "Deduper", "References", "containment_ensemble", "containment_windows", "dedup",
+           "digest", "record_ids", "validator", "window_starts", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

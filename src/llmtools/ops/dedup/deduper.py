@@ -175,6 +175,41 @@ def _reference_lines(path: str) -> Any:
     return enumerate(read_jsonl(path), 1)
 
 
+CONTAINMENT_PARTITIONS = 8  # the LSH Ensemble's num_part
+
+
+def containment_ensemble(containment: float, num_perm: int, recall_target: float) -> Any:
+    """The (empty) datasketch MinHashLSHEnsemble that --containment references are indexed in;
+    Spark's band-key join (engines/spark_dedup.py) reads its bands from the same object."""
+    from datasketch import MinHashLSHEnsemble
+
+    # datasketch picks each partition's bands by weighing false-positive against
+    # false-negative probability; at its default (0.5, 0.5) a window at containment 0.8
+    # was a candidate only ~half the time. Weighing misses by recall_target made it
+    # 0.999+ (benchmarks/dedup/README.md); every candidate is verified exactly anyway.
+    fn = recall_target
+    weights = (1.0 - fn, fn) if (1.0 - fn) + fn == 1.0 else (1.0 - fn, 1.0 - (1.0 - fn))
+    return MinHashLSHEnsemble(threshold=containment, num_perm=num_perm, num_part=CONTAINMENT_PARTITIONS, weights=weights)
+
+
+def window_starts(length: int, window: int) -> list[int] | None:
+    """Where the --containment windows of a record with `length` shingles begin (half-window
+    steps, the last one flush with the end); None: the whole record is one window."""
+    if window <= 0 or length <= window:
+        return None
+    step = max(1, window // 2)
+    starts = list(range(0, length - window + 1, step))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def containment_windows(h: Any, window: int) -> list[Any]:
+    """The windows of shingle sequence `h` that --containment checks, each against the references."""
+    starts = window_starts(len(h), window)
+    return [h] if starts is None else [h[s : s + window] for s in starts]
+
+
 class References:
     """The --against sets: never output, never indexed; every hit is verified exactly."""
 
@@ -208,15 +243,7 @@ class References:
                 self.sets.append(np.unique(run))
         sig = np.concatenate(sigs)
         if self.containment is not None:
-            from datasketch import MinHashLSHEnsemble
-
-            # datasketch picks each partition's bands by weighing false-positive against
-            # false-negative probability; at its default (0.5, 0.5) a window at containment 0.8
-            # was a candidate only ~half the time. Weighing misses by recall_target made it
-            # 0.999+ (benchmarks/dedup/README.md); every candidate is verified exactly anyway.
-            fn = opts.recall_target
-            weights = (1.0 - fn, fn) if (1.0 - fn) + fn == 1.0 else (1.0 - fn, 1.0 - (1.0 - fn))
-            self.lsh = MinHashLSHEnsemble(threshold=self.containment, num_perm=shingler.num_perm, num_part=8, weights=weights)
+            self.lsh = containment_ensemble(self.containment, shingler.num_perm, opts.recall_target)
             self.lsh.index([(k, shingler.minhash(sig[k]), len(self.sets[k])) for k in range(len(texts))])
         else:
             from llmtools.ops.dedup.bands import BandTable
@@ -237,14 +264,9 @@ class References:
         self.np = np
 
     def _windows(self, h: Any) -> list[Any]:
-        w = self.opts.window
-        if self.containment is None or w <= 0 or len(h) <= w:
+        if self.containment is None:
             return [h]
-        step = max(1, w // 2)
-        starts = list(range(0, len(h) - w + 1, step))
-        if starts[-1] != len(h) - w:
-            starts.append(len(h) - w)
-        return [h[s : s + w] for s in starts]
+        return containment_windows(h, self.opts.window)
 
     def band_keys(self, sigs: Any) -> list[Any]:
         """Band keys of a batch's signatures for `check` (Jaccard references only)."""
