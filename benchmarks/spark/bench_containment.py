@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--window", default="32")
     ap.add_argument("--containment", default="0.8")
+    ap.add_argument("--only", default="local,broadcast,join", help="which runs, comma-separated")
     a = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     llmtools = [sys.executable, "-m", "llmtools"]
@@ -77,10 +78,12 @@ def main() -> None:
         data, ref = corpus(root, a.n, a.refs)
         args = ["dedup", "--exact", "--against", str(ref), "--containment", a.containment, "--window", a.window, "-q"]
         rows = []
+        only = a.only.split(",")
         t0 = time.perf_counter()
         local = subprocess.run([*llmtools, *args, str(data)], env=env, capture_output=True, check=True).stdout
-        rows.append(("local", time.perf_counter() - t0, None, True))
-        for mode in ("broadcast", "join"):
+        if "local" in only:
+            rows.append(("local", time.perf_counter() - t0, None, True))
+        for mode in [m for m in ("broadcast", "join") if m in only]:
             out, logs = root / f"out-{mode}", root / f"log-{mode}"
             logs.mkdir()
             conf = [f"spark.llmtools.dedup.against={mode}", "spark.eventLog.enabled=true", f"spark.eventLog.dir={logs}",
