@@ -178,25 +178,19 @@ def test_near_dedup_of_20k_documents_agrees_with_local_and_the_truth(spark, tmp_
     assert len(removed_spark & removed_local) / len(removed_local) >= 0.99
 
 
-@pytest.mark.sysdep("java")
-@pytest.mark.parametrize("flags", [["--exact"], ["--mark", "--id-field", "id", "--against-threshold", "0.7"]])
-def test_against_joined_by_band_key_matches_broadcast_and_local(spark, small, tmp_path, monkeypatch, flags):
-    """References above the size limit are signed on the cluster and joined to the records by
-    band key: the same hits (and ids, similarities, line numbers) as the broadcast copy and the
-    local command; with more hits than the broadcast limit they are merged in by a sort."""
+def against_three_ways(args, small, tmp_path, monkeypatch):
+    """Run `args` (a dedup with --against) locally and on Spark three ways: references broadcast,
+    joined by band key, and joined with their hits merged in by a sort (more hits than the
+    broadcast limit). The three Spark runs must agree; returns the local run, its rejects file
+    and each Spark run's (output, sorted rejects)."""
     from llmtools.engines import spark_dedup
 
-    refs = tmp_path / "refs.jsonl"
-    texts = [orjson.loads(line)["text"] for line in small[1].read_bytes().splitlines()[:60] if b'"text"' in line]
-    # near copies (a word changed at the end), exact copies, a blank line, one with an id
-    lines = [orjson.dumps({"text": t + " extra"}) + b"\n" for t in texts[:10]] + [b"\n"]
-    lines += [orjson.dumps({"text": t, "id": f"ref-{i}"}) + b"\n" for i, t in enumerate(texts[10:25])]
-    refs.write_bytes(b"".join(lines))
-    args = ["dedup", *flags, "--against", refs, "--on-error", "skip", "-q"]
+    args = [*args, "--on-error", "skip", "-q"]
     local_rej = tmp_path / "local.jsonl"
     local = run_cli([*args, "--rejects", local_rej, *small])
     assert local.exit_code == 0, local.stderr
     outs = {}
+    # The tests share one Spark session, so the size limit stands for spark.llmtools.dedup.against.
     for name, size_limit, hit_limit in [("broadcast", 1 << 40, None), ("join", 0, None), ("join-merge", 0, 0)]:
         monkeypatch.setattr(spark_dedup, "AGAINST_BROADCAST_BYTES", size_limit)
         if hit_limit is not None:
@@ -207,6 +201,22 @@ def test_against_joined_by_band_key_matches_broadcast_and_local(spark, small, tm
         assert manifest["params"]["against_by"] == name.split("-")[0]
         outs[name] = (parts(tmp_path / name), sorted(parts(tmp_path / f"r-{name}").splitlines()))
     assert outs["join"] == outs["broadcast"] == outs["join-merge"]
+    return local, local_rej, outs
+
+
+@pytest.mark.sysdep("java")
+@pytest.mark.parametrize("flags", [["--exact"], ["--mark", "--id-field", "id", "--against-threshold", "0.7"]])
+def test_against_joined_by_band_key_matches_broadcast_and_local(spark, small, tmp_path, monkeypatch, flags):
+    """References above the size limit are signed on the cluster and joined to the records by
+    band key: the same hits (and ids, similarities, line numbers) as the broadcast copy and the
+    local command; with more hits than the broadcast limit they are merged in by a sort."""
+    refs = tmp_path / "refs.jsonl"
+    texts = [orjson.loads(line)["text"] for line in small[1].read_bytes().splitlines()[:60] if b'"text"' in line]
+    # near copies (a word changed at the end), exact copies, a blank line, one with an id
+    lines = [orjson.dumps({"text": t + " extra"}) + b"\n" for t in texts[:10]] + [b"\n"]
+    lines += [orjson.dumps({"text": t, "id": f"ref-{i}"}) + b"\n" for i, t in enumerate(texts[10:25])]
+    refs.write_bytes(b"".join(lines))
+    local, local_rej, outs = against_three_ways(["dedup", *flags, "--against", refs], small, tmp_path, monkeypatch)
     if "--exact" in flags:
         assert outs["join"][0] == local.stdout_bytes
         assert outs["join"][1] == sorted(local_rej.read_bytes().splitlines())
@@ -325,26 +335,9 @@ def test_containment_plan_asks_what_the_lsh_ensemble_asks(tmp_path, window):
 def test_containment_joined_by_band_key_matches_broadcast_and_local(spark, small, tmp_path, monkeypatch, flags):
     """--containment references joined by band key (the LSH Ensemble's bands): the same output
     and rejects (hits, reference ids, containments) as the broadcast copy and the local command."""
-    from llmtools.engines import spark_dedup
-
     texts = [orjson.loads(line)["text"] for line in small[1].read_bytes().splitlines()[:100] if b'"text"' in line]
     refs = containment_refs(tmp_path / "refs.jsonl", texts)
-    args = ["dedup", *flags, "--against", refs, "--on-error", "skip", "-q"]
-    local_rej = tmp_path / "local.jsonl"
-    local = run_cli([*args, "--rejects", local_rej, *small])
-    assert local.exit_code == 0, local.stderr
-    outs = {}
-    # The tests share one Spark session, so the size limit stands for spark.llmtools.dedup.against.
-    for name, size_limit, hit_limit in [("broadcast", 1 << 40, None), ("join", 0, None), ("join-merge", 0, 0)]:
-        monkeypatch.setattr(spark_dedup, "AGAINST_BROADCAST_BYTES", size_limit)
-        if hit_limit is not None:
-            monkeypatch.setattr(spark_dedup, "BROADCAST_LIMIT", hit_limit)
-        res = run_cli([*args, "--engine", "spark", "-o", tmp_path / name, "--rejects", tmp_path / f"r-{name}", *small])
-        assert res.exit_code == 0, res.stderr
-        manifest = orjson.loads((tmp_path / name / "llmtools-manifest.json").read_bytes())
-        assert manifest["params"]["against_by"] == name.split("-")[0]
-        outs[name] = (parts(tmp_path / name), sorted(parts(tmp_path / f"r-{name}").splitlines()))
-    assert outs["join"] == outs["broadcast"] == outs["join-merge"]
+    local, local_rej, outs = against_three_ways(["dedup", *flags, "--against", refs], small, tmp_path, monkeypatch)
     if "--mark" in flags:
         marked = [orjson.loads(x) for x in outs["join"][0].splitlines()]
         want = [orjson.loads(x) for x in local.stdout_bytes.splitlines()]
