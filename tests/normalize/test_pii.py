@@ -10,7 +10,7 @@ from pathlib import Path
 import phonenumbers
 import pytest
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from llmtools.errors import UsageError
@@ -204,9 +204,13 @@ _ATOM = st.text(alphabet="abcxyzABC0129!#$%&'*+/=?^_`{|}~-", min_size=1, max_siz
 _LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 
 
-@settings(max_examples=120, deadline=None)
+# derandomize: the same draws every run, so CI's verdict does not depend on luck; the case a
+# random draw once found (an R-LDH label, "--" at its 3rd and 4th characters) is an example.
+@settings(max_examples=120, deadline=None, derandomize=True)
 @given(st.lists(_ATOM, min_size=1, max_size=3), st.lists(_LABEL, min_size=1, max_size=3),
        st.from_regex(r"[a-z]{2,6}", fullmatch=True))
+@example(atoms=["0"], labels=["00--0"], tld="aa")
+@example(atoms=["a"], labels=["xn--abc"], tld="com")
 def test_email_fast_path_agrees_with_email_validator(atoms, labels, tld):
     addr = ".".join(atoms) + "@" + ".".join(labels + [tld])
     try:

@@ -69,8 +69,11 @@ def email_ok(candidate: str) -> bool:
     local, _, domain = candidate.rpartition("@")
     if len(local.encode()) > 64 or len(candidate.encode()) > 254:
         return False
-    if _PLAIN_EMAIL.fullmatch(candidate):
-        return all(len(label) <= 63 for label in domain.split("."))
+    labels = domain.split(".")
+    # A label with "--" at its 3rd and 4th characters is either Punycode ("xn--", which must
+    # decode) or an R-LDH label RFC 5890 reserves: email-validator judges those.
+    if _PLAIN_EMAIL.fullmatch(candidate) and not any(label[2:4] == "--" for label in labels):
+        return all(len(label) <= 63 for label in labels)
     global _validate_email
     if _validate_email is None:
         from llmtools.errors import require
